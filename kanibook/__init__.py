@@ -1,0 +1,62 @@
+"""kanibook: run, watch and understand local language models in Jupyter, on kani's ``HuggingEngine``.
+
+``%load_ext kanibook`` registers the magics; ``import kanibook`` is instant: torch, transformers and
+bitsandbytes are imported on first real use, not here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import KanibookError
+
+__version__ = "0.1.0"
+
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "load": "kanibook.engine",
+    "KanibookEngine": "kanibook.engine",
+    "TurnStats": "kanibook._generation",
+    "demo_model_path": "kanibook.demo_model",
+    # the chat panel and the magics' session
+    "chat": "kanibook.widgets.chat_panel",
+    "ChatSession": "kanibook.session",
+    # inside the prompt: tokens as the model receives them
+    "show_prompt": "kanibook.prompt_view",
+    "compare_prompts": "kanibook.prompt_view",
+    # memory: readings, estimates before loading
+    "memory": "kanibook.memory",
+    "estimate_memory": "kanibook.memory",
+}
+
+__all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
+
+if TYPE_CHECKING:  # for type checkers and IDEs only
+    from ._generation import TurnStats
+    from .demo_model import demo_model_path
+    from .engine import KanibookEngine, load
+    from .memory import estimate_memory, memory
+    from .prompt_view import compare_prompts, show_prompt
+    from .session import ChatSession
+    from .widgets.chat_panel import chat
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kanibook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext kanibook``: register the magics (nothing heavy is imported)."""
+    from ._magics import register
+
+    register(ipython)

@@ -1,0 +1,1 @@
+"""Pure renderers: data -> HTML / text, no widgets. All escaping lives in :mod:`kanibook.render.safe`."""

@@ -1,0 +1,97 @@
+"""The one place where text becomes HTML. Every string that reaches a page goes through a function here.
+
+- :func:`text` for plain text in element content (model output while it streams, user messages, file names, ...);
+- :func:`attr` for text inside a quoted attribute value (``title="..."``, ``data-*``);
+- :func:`markdown` for a finished reply rendered as Markdown: raw HTML in the source is shown as text, then the
+  result is sanitized with an allow-list (no script, no event handlers, no ``javascript:`` links);
+- :func:`json_for_script` for data embedded in a ``<script>`` element;
+- :func:`visible` for tokens: whitespace and control characters drawn as visible symbols.
+
+All of them neutralize what could change the page outside its box: control characters (NUL included) and Unicode
+direction overrides are replaced by visible markers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+__all__ = ["text", "attr", "markdown", "json_for_script", "visible", "clean_chars"]
+
+# C0/C1 controls except tab and newline, plus the bidirectional embedding/override/isolate controls
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# Control Pictures block for C0 (U+2400 + code), a named marker for the rest
+_PICTURES = {i: chr(0x2400 + i) for i in range(0x20)} | {0x7F: "\u2421"}
+
+
+def _marker(match: re.Match) -> str:
+    code = ord(match.group())
+    return _PICTURES.get(code, f"\u27e8U+{code:04X}\u27e9")
+
+
+def clean_chars(s: str) -> str:
+    """Replace control characters and direction overrides with visible markers (no HTML escaping)."""
+    return _CONTROL.sub(_marker, str(s))
+
+
+def text(s: Any) -> str:
+    """Plain text -> HTML element content. Quotes are escaped too, so the result is also attribute-safe."""
+    return html.escape(clean_chars(s), quote=True)
+
+
+def attr(s: Any) -> str:
+    """Text -> the inside of a double- or single-quoted HTML attribute value."""
+    return html.escape(clean_chars(s), quote=True).replace("\n", "&#10;")
+
+
+_WHITESPACE = {" ": "\u00b7", "\n": "\u21b5\n", "\t": "\u2192", "\r": "\u240d"}
+
+
+def visible(token: str) -> str:
+    """A token's text with whitespace and control characters drawn visibly, then escaped as element content."""
+    shown = "".join(_WHITESPACE.get(ch, ch) for ch in clean_chars(token))
+    return html.escape(shown, quote=True)
+
+
+_ALLOWED_TAGS = {
+    "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li",
+    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td", "span",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}, "code": {"class"}}
+
+
+@lru_cache(maxsize=1)
+def _markdown_renderer():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
+
+
+def markdown(source: Any) -> str:
+    """Markdown -> sanitized HTML. Raw HTML in the source appears as text; links are http(s)/mailto only."""
+    import nh3
+
+    rendered = _markdown_renderer().render(clean_chars(source))
+    return nh3.clean(
+        rendered,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+
+
+def json_for_script(data: Any) -> str:
+    """JSON that is safe inside ``<script>``: no ``</script>``, ``<!--`` or line separators can end or break it."""
+    dumped = json.dumps(data, ensure_ascii=False)
+    return (
+        dumped.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )

@@ -1,0 +1,64 @@
+"""Shared fixtures. The real demo model is used wherever a model is needed (it loads in about 5 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU-marked tests skip cleanly where there is no CUDA device."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir():
+    """The demo model's Hugging Face folder (built once into kanibook's cache)."""
+    from kanibook.demo_model import demo_model_path
+
+    return demo_model_path(progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_model_dir):
+    """One shared kanibook engine on the demo model. Tests must leave it idle (no generation running)."""
+    import kanibook
+
+    engine = kanibook.load(demo_model_dir)
+    yield engine
+    assert not engine.is_generating
+
+
+@pytest.fixture
+def run_async():
+    """Run a coroutine to completion on a fresh event loop."""
+
+    def runner(coro, timeout: float = 120):
+        return asyncio.run(asyncio.wait_for(coro, timeout))
+
+    return runner
+
+
+@pytest.fixture
+def no_leaked_threads():
+    """Fails the test if it leaves a kanibook generation thread alive."""
+    yield
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("kanibook-")]
+    assert not alive, f"threads left running: {alive}"
