@@ -62,3 +62,27 @@ def no_leaked_threads():
     yield
     alive = [t.name for t in threading.enumerate() if t.name.startswith("kanibook-")]
     assert not alive, f"threads left running: {alive}"
+
+
+#: Strings that try to break out of HTML: used wherever text is rendered.
+HOSTILE_STRINGS = [
+    "<script>alert(1)</script>",
+    '</script><script>alert("x")</script>',
+    "{\"a\": \"</script><img src=x onerror=alert(1)>\"}",
+    "\"'><img src=x onerror=alert(1)>",
+    "<img src=x onerror=\"window.__kb_pwned=1\">",
+    "[click me](javascript:alert(1))",
+    "<a href=\"javascript:alert(1)\">link</a>",
+    "<iframe src=\"https://example.com\"></iframe>",
+    "<style>body{display:none}</style>",
+    "<svg onload=alert(1)>",
+    "abc\u202edcba \u2066isolate\u2069",
+    "nul\x00 bell\x07 escape\x1b[31m del\x7f",
+    "<!-- comment --> &amp; &lt;",
+]
+
+
+@pytest.fixture(params=HOSTILE_STRINGS, ids=lambda s: repr(s)[:24])
+def hostile(request):
+    """Each hostile string in turn."""
+    return request.param
