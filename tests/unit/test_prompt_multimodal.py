@@ -1,0 +1,85 @@
+"""The prompt view of a multimodal prompt: image placeholders shown as what the processor expands them to."""
+
+from __future__ import annotations
+
+import pytest
+from kani import ChatMessage
+
+import kanibook
+from kanibook.render.tokens import CSS
+
+pytest.importorskip(
+    "kani.ext.multimodal_core", reason="needs kani-multimodal-core (pip install 'kanibook[multimodal]')"
+)
+
+
+@pytest.fixture(scope="module")
+def llava_engine(tiny_llava_dir):
+    from transformers import AutoModelForImageTextToText
+
+    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
+
+
+def image(colour: str):
+    from kani.ext.multimodal_core import ImagePart
+    from PIL import Image
+
+    return ImagePart(image=Image.new("RGB", (28, 28), colour))
+
+
+def conversation():
+    return [
+        ChatMessage.user(["Describe this image", image("red")]),
+        ChatMessage.assistant("It is red."),
+        ChatMessage.user(["And this one?", image("blue"), "Thanks"]),
+    ]
+
+
+def test_ids_are_the_processor_output(llava_engine):
+    messages = conversation()
+    built = llava_engine.build_prompt(messages)
+    assert "pixel_values" in built  # the processor ran: the image placeholders are expanded in these ids
+    view = kanibook.show_prompt(llava_engine, messages)
+    assert view.token_ids == built["input_ids"][0].tolist()
+    assert sum(s.count for s in view.segments) == view.total
+
+
+def test_placeholder_expansion_count_equals_the_processor(llava_engine):
+    messages = conversation()
+    processor = llava_engine._processor_or_tokenizer
+    ids = llava_engine.build_prompt(messages)["input_ids"][0].tolist()
+    per_image = processor._get_num_multimodal_tokens(image_sizes=[[28, 28]]).num_image_tokens[0]
+    assert ids.count(processor.image_token_id) == 2 * per_image  # what the processor produced
+
+    view = kanibook.show_prompt(llava_engine, messages, element_id="mm")
+    runs = [r for r in view.placeholder_runs if r.multimodal]
+    assert [(r.id, r.count, r.text) for r in runs] == [(processor.image_token_id, per_image, "<image>")] * 2
+    assert all(view.token_ids[r.start : r.start + r.count] == [r.id] * r.count for r in runs)
+    # each run sits inside its own user message, counted as the message's content
+    users = [s for s in view.segments if s.role == "user"]
+    for run, seg in zip(runs, users):
+        assert seg.start <= run.start and run.start + run.count <= seg.end
+        assert not any(t.is_template for t in view.tokens[run.start : run.start + run.count])
+    html = view._repr_mimebundle_()["text/html"]
+    assert html.count(f"&lt;image&gt; \u00d7{per_image}</span>") == 2  # one collapsed box per image
+    assert html.count("&lt;image&gt;</span>") == 0
+    assert f"\u27e6<image>\u27e7\u00d7{per_image}" in view._repr_mimebundle_()["text/plain"]
+    assert f"&lt;image&gt; \u00d7{per_image}" in html.split("</div>", 1)[0]  # named in the summary line too
+
+
+def test_message_text_and_segments(llava_engine):
+    view = kanibook.show_prompt(llava_engine, conversation())
+    text_of = {s.message_index: "".join(t.text for t in view.tokens[s.start : s.end] if not t.is_template)
+               for s in view.segments if s.message_index is not None}  # fmt: skip
+    assert text_of[0].startswith("Describe this image") and "<image>" in text_of[0]
+    assert text_of[1] == "It is red."
+    assert text_of[2].startswith("And this one?") and text_of[2].endswith("Thanks")
+    assert view.segments[-1].label == "generation prompt"
+
+
+def test_hostile_text_next_to_images(llava_engine, hostile, html_audit):
+    messages = [ChatMessage.user([hostile, image("green"), hostile])]
+    view = kanibook.show_prompt(llava_engine, messages)
+    assert view.token_ids == llava_engine.build_prompt(messages)["input_ids"][0].tolist()
+    tags = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
+    assert html_audit(view._repr_mimebundle_()["text/html"], tags=tags, css=CSS) == []

@@ -1,0 +1,147 @@
+"""kanibook.render.tokens: the prompt view's HTML and text, from data alone (no model)."""
+
+from __future__ import annotations
+
+import re
+
+from kani import ChatMessage
+
+from kanibook.prompt_view import SPECIAL, TEMPLATE, PromptComparison, PromptView, Segment
+from kanibook.render.tokens import CSS, prompt_text
+
+TAGS = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def make_view(texts, flags=None, *, ids=None, messages=None, element_id="kb-x", **kwargs) -> PromptView:
+    """One message (or the given ones, split evenly) whose tokens have these texts (ids 100, 101, ... by default)."""
+    messages = messages or [ChatMessage.user("".join(texts))]
+    flags = flags or [0] * len(texts)
+    per = max(1, len(texts) // len(messages))
+    segs, token_segments = [], []
+    for k, m in enumerate(messages):
+        start, end = k * per, (len(texts) if k == len(messages) - 1 else (k + 1) * per)
+        segs.append(Segment(m.role.value, f"#{k + 1} {m.role.value}", start, end, k, end - start, m.text or ""))
+        token_segments += [k] * (end - start)
+    kwargs.setdefault("context_size", 1000)
+    kwargs.setdefault("reply_tokens", 100)
+    return PromptView(
+        token_ids=ids or list(range(100, 100 + len(texts))),
+        texts=list(texts),
+        flags=list(flags),
+        token_segments=token_segments,
+        segments=segs,
+        messages=messages,
+        title="demo · chat template",
+        element_id=element_id,
+        **kwargs,
+    )
+
+
+def html_of(obj) -> str:
+    return obj._repr_mimebundle_()["text/html"]
+
+
+def test_deterministic_with_an_element_id():
+    a, b = make_view(["Hello", " world"]), make_view(["Hello", " world"])
+    assert html_of(a) == html_of(b)
+    assert html_of(a).startswith('<div class="kb-tokens" id="kb-x"><style>')
+    assert html_of(a).count("<style>") == 1 and "<script" not in html_of(a)
+    assert html_of(make_view(["x"], element_id=None)) != html_of(make_view(["x"], element_id=None))  # random ids
+
+
+def test_each_token_a_box_with_position_id_and_text_on_hover():
+    html = html_of(make_view(["Hi", " there", "\n"]))
+    assert '<span title="#0 \u00b7 id 100 \u00b7 &quot;Hi&quot;">Hi</span>' in html
+    assert '<span title="#1 \u00b7 id 101 \u00b7 &quot; there&quot;">\u00b7there</span>' in html  # visible space
+    assert '<span title="#2 \u00b7 id 102 \u00b7 &quot;\\n&quot;">\u21b5\n</span>' in html  # visible newline
+    assert html.count("<span title=") == 3
+
+
+def test_special_template_and_continuation_tokens_are_marked():
+    html = html_of(make_view(["<s>", "[INST]", "x", ""], [SPECIAL | TEMPLATE, TEMPLATE, 0, 0]))
+    assert '<span class="kb-sp" title="#0' in html
+    assert '<span class="kb-tm" title="#1' in html
+    assert '<span class="kb-ct" title="#3 \u00b7 id 103 \u00b7 &quot;&quot;">\u2026</span>' in html
+    text = prompt_text(make_view(["<s>", "[INST]", "x"], [SPECIAL, TEMPLATE, 0]))
+    assert "\u27e6<s>\u27e7|[INST]|x" in text
+
+
+def test_placeholder_runs_collapse_into_one_box():
+    texts = ["Look:"] + ["<image>"] * 16 + ["!"]
+    flags = [0] + [SPECIAL] * 16 + [0]
+    view = make_view(texts, flags, ids=[100] + [101] * 16 + [102], placeholder_ids=frozenset({101}))
+    assert [(r.start, r.count, r.id, r.text, r.multimodal) for r in view.placeholder_runs] == [
+        (1, 16, 101, "<image>", True)
+    ]
+    html = html_of(view)
+    assert html.count("&lt;image&gt; \u00d716</span>") == 1
+    assert 'title="#1\u2013#16 \u00b7 id 101 \u00b7 &quot;&lt;image&gt;&quot; \u00d7 16"' in html
+    assert "\u27e6<image>\u27e7\u00d716" in prompt_text(view)
+
+
+def test_context_bar_fits_and_overflows():
+    fits = html_of(make_view(["a"] * 10, context_size=100, reply_tokens=20))
+    widths = [float(w) for w in re.findall(r'style="width:([0-9.]+)%"', fits)]
+    assert widths and abs(sum(widths) - 30.0) < 0.01  # 10 prompt + 20 reply room of 100
+    assert 'class="kb-bar"' in fits and "70 free" in fits
+    over = make_view(["a"] * 10, context_size=20, reply_tokens=20)
+    assert over.free == -10
+    assert 'class="kb-bar kb-over"' in html_of(over) and "<b>10 over</b>" in html_of(over)
+    assert "10 OVER" in prompt_text(over)
+    assert 'class="kb-bar' not in html_of(make_view(["a"], context_size=None))
+
+
+def test_dropped_messages_and_counts():
+    dropped = [ChatMessage.user("old question"), ChatMessage.assistant("old answer")]
+    view = make_view(["a", "b", "c", "d"], messages=[ChatMessage.system("s"), ChatMessage.user("u")], dropped=dropped)
+    html = html_of(view)
+    assert "kani leaves out 2 older message(s)" in html and "<li>user: old question</li>" in html
+    assert view.counts() == {"#1 system": 2, "#2 user": 2} and view.total == 4
+    assert "<td>#2 user</td>" in html
+    assert repr(view) == "<PromptView 4 tokens of 1000, 2 messages, 2 dropped>"
+
+
+def test_plain_text_lists_tokens_and_caps_long_prompts():
+    short = prompt_text(make_view(["Hello", " world"]))
+    assert short.splitlines()[0] == "Prompt: demo \u00b7 chat template \u00b7 2 tokens \u00b7 1 messages"
+    assert "Hello|\u00b7world" in short
+    long_view = make_view(["tok"] * 50, messages=[ChatMessage.user("a"), ChatMessage.user("b")])
+    capped = prompt_text(long_view, max_tokens=30)
+    assert "20 more tokens not listed" in capped and len(re.findall(r"(?<![.\w])tok(?!\w)", capped)) == 30
+
+
+def test_hostile_strings_as_tokens_labels_and_titles(hostile, html_audit):
+    messages = [ChatMessage.user(hostile), ChatMessage.assistant(hostile)]
+    view = make_view(
+        [hostile, "<|im_end|>", hostile, ""],
+        [0, SPECIAL, 0, TEMPLATE],
+        messages=messages,
+        dropped=[ChatMessage.user(hostile)],
+        note=hostile,
+        element_id=hostile,
+        placeholder_ids=frozenset({101}),
+    )
+    view.title = hostile
+    html = html_of(view)
+    assert html_audit(html, tags=TAGS, css=CSS) == []
+    if "<script>" in hostile:
+        assert "&lt;script&gt;" in html  # shown as text, not dropped
+    plain = view._repr_mimebundle_()["text/plain"]
+    assert not CONTROL.search(plain)
+    cmp = PromptComparison(view, make_view([hostile + "x"], messages=messages[:1]), (hostile, hostile), hostile)
+    assert html_audit(html_of(cmp), tags=TAGS, css=CSS) == []
+    assert not CONTROL.search(cmp._repr_mimebundle_()["text/plain"])
+
+
+def test_comparison_marks_only_the_differences():
+    a = make_view(["<s>"] + ["same"] * 100 + ["A-only"], [SPECIAL] + [0] * 101)
+    b = make_view(["same"] * 100 + ["B-only"])
+    cmp = PromptComparison(a, b, ("left", "right"), element_id="c")
+    html = html_of(cmp)
+    assert re.findall(r'class="([^"]*kb-(?:del|ins)[^"]*)" title="#\d+', html) == ["kb-sp kb-del", "kb-del", "kb-ins"]
+    assert "\u2026 60 equal tokens" in html  # a long equal run is folded
+    assert html.count("<details") == 2  # the counts table and the fold
+    text = cmp._repr_mimebundle_()["text/plain"]
+    assert "- \u27e6<s>\u27e7" in text and "= 100 equal tokens" in text and "- A-only" in text and "+ B-only" in text
+    assert not cmp.same and PromptComparison(a, a, ("x", "y")).same
