@@ -1,0 +1,386 @@
+"""IPython magics: ``%kani`` (subcommands) and ``%%chat``. They parse arguments and call the Python API, nothing more.
+
+The conversation lives in :class:`kanibook.session.ChatSession` (:func:`~kanibook.session.current_session`); the
+views come from :mod:`kanibook.prompt_view`, :mod:`kanibook.memory` and the chat panel. User mistakes become
+``UsageError``: one line that says what to do, no traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import string
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .exceptions import KanibookError
+
+__all__ = ["KaniMagics", "fill_placeholders", "register"]
+
+SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "reset", "history", "save", "system")
+
+
+@magics_class
+class KaniMagics(Magics):
+    """``%kani`` and ``%%chat`` over :func:`kanibook.session.current_session`."""
+
+    @magic_arguments()
+    @argument("subcommand", nargs="?", help="one of: " + ", ".join(SUBCOMMANDS))
+    @argument("args", nargs="*", help="the subcommand's arguments (a model id, a path, a system prompt)")
+    @argument("--quant", help="load: quantization preset (int8, nf4, nf4-dq, fp4, fp4-dq, fp32, bf16, fp16)")
+    @argument("--device", help="load: device to run on (cpu, cuda, cuda:1, mps)")
+    @argument("--api-base", help="load: an OpenAI-compatible server's API root, e.g. http://127.0.0.1:8000/v1")
+    @argument("--tokenizer", help="load with --api-base: the served model's local folder, to count tokens offline")
+    @line_magic
+    def kani(self, line: str):
+        """Work with the notebook's conversation and model.
+
+        Subcommands::
+
+            %kani load [MODEL] [--quant nf4] [--device cpu]   load a model (default: the embedded demo model)
+            %kani load --api-base URL [MODEL] [--tokenizer FOLDER]   use an OpenAI-compatible server
+            %kani chat                open the chat panel
+            %kani prompt | tokens     show the templated prompt as tokens
+            %kani memory              show memory use
+            %kani reset               forget the conversation
+            %kani history             show the conversation
+            %kani save PATH           save the conversation as kani JSON
+            %kani system "TEXT"       set the system prompt (no TEXT: show it)
+
+        ``%%chat`` sends the cell as a message; see ``%%chat?``.
+        """
+        args = _parse(self.kani, line, "%kani")
+        command = args.subcommand
+        if command is None:
+            raise UsageError("%kani needs a subcommand: one of " + ", ".join(SUBCOMMANDS) + " (see %kani?).")
+        if command not in SUBCOMMANDS:
+            raise UsageError(f"Unknown subcommand {command!r}: use one of " + ", ".join(SUBCOMMANDS) + " (see %kani?).")
+        load_only = [name for name in ("quant", "device", "api_base", "tokenizer") if getattr(args, name) is not None]
+        if load_only and command != "load":
+            raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
+        return getattr(self, f"_kani_{command}")(args)
+
+    # ---- %kani subcommands ----
+
+    def _kani_load(self, args):
+        model = _one_arg(args, "load", "MODEL", required=False)
+        session = _session()
+        try:
+            engine = session.load(model, quant=args.quant, device=args.device, api_base=args.api_base,
+                                  tokenizer=args.tokenizer)  # fmt: skip
+        except KanibookError as e:
+            raise UsageError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - transformers / bitsandbytes / network errors: one line
+            raise UsageError(
+                f"Could not load {model or 'the demo model'!r} ({type(e).__name__}: {_first_line(e)}): "
+                "pass a local folder or a Hugging Face id in the local cache."
+            ) from None
+        print(f"Loaded {_engine_label(engine)}.")
+
+    def _kani_chat(self, args):
+        _no_args(args, "chat")
+        from .widgets.chat_panel import chat
+
+        return chat(_loaded_kani())
+
+    def _kani_prompt(self, args):
+        _no_args(args, args.subcommand)
+        from .prompt_view import show_prompt
+
+        return show_prompt(_loaded_kani())
+
+    _kani_tokens = _kani_prompt
+
+    def _kani_memory(self, args):
+        _no_args(args, "memory")
+        from .memory import memory
+
+        return memory()
+
+    def _kani_reset(self, args):
+        _no_args(args, "reset")
+        _session().reset()
+        print("Conversation cleared (the system prompt and the model stay).")
+
+    def _kani_history(self, args):
+        _no_args(args, "history")
+        return HistoryView(_session().messages)
+
+    def _kani_save(self, args):
+        path = _one_arg(args, "save", "PATH", required=True)
+        session = _session()
+        try:
+            session.save_history(path)
+        except KanibookError as e:
+            raise UsageError(str(e)) from None
+        print(f"Saved {len(session.history)} messages to {path} (load with Kani.load or session.load_history).")
+
+    def _kani_system(self, args):
+        session = _session()
+        if not args.args:
+            print(f"System prompt: {session.system_prompt!r}")
+            return
+        session.system_prompt = " ".join(args.args)
+        print("System prompt set.")
+
+    # ---- %%chat ----
+
+    @magic_arguments()
+    @argument("--system", help="set the conversation's system prompt (kept for later cells)")
+    @argument("--max-new-tokens", type=int, help="the most tokens to generate")
+    @argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    @cell_magic
+    def chat(self, line: str, cell: str):
+        """Send the cell as a message to the notebook's conversation and stream the reply below it.
+
+        ``{name}`` in the cell is replaced by the notebook variable ``name`` (``{{`` and ``}}`` for literal braces).
+        Interrupt the kernel (the stop button) to stop the reply: the partial reply is kept and marked stopped.
+        """
+        args = _parse(self.chat, line, "%%chat")
+        if args.max_new_tokens is not None and args.max_new_tokens < 1:
+            raise UsageError("--max-new-tokens must be at least 1.")
+        if args.temperature is not None and args.temperature < 0:
+            raise UsageError("--temperature must be 0 (greedy) or more.")
+        message = fill_placeholders(cell or "", self.shell.user_ns).strip()
+        if not message:
+            raise UsageError("%%chat needs a message: write it in the cell below the %%chat line.")
+        session = _session()
+        _loaded_kani()
+        try:
+            session.check_ready()
+        except KanibookError as e:  # busy: nothing is sent, nothing changes
+            raise UsageError(str(e)) from None
+        if args.system is not None:
+            session.system_prompt = args.system
+        hyperparams = session.generation_kwargs(args.max_new_tokens, args.temperature)
+        view = _stream_view(self.shell)
+        view.start()
+        result = session.send(message, on_text=view.update, **hyperparams)
+        view.finish(result)
+        if result.error:
+            kept = "" if "kept" in result.error else " (your message is kept in the conversation)"
+            raise UsageError(f"The reply failed: {result.error}{kept}")
+
+
+def register(ipython) -> None:
+    """Register the magics with ``ipython`` (called by ``%load_ext kanibook``)."""
+    ipython.register_magics(KaniMagics)
+
+
+# ---- parsing helpers ----
+
+
+def _parse(magic, line: str, name: str):
+    """Parse with the magic's argparse parser; quotes are shell-like (``"two words"`` is one argument, unquoted)."""
+    try:
+        return magic.parser.parse_args(shlex.split(line))
+    except UsageError as e:
+        raise UsageError(f"{name}: {e} (see {name}?).") from None
+    except ValueError as e:  # unbalanced quotes
+        raise UsageError(f"{name}: {e}: close the quotes (see {name}?).") from None
+
+
+def _one_arg(args, command: str, what: str, required: bool) -> str | None:
+    if len(args.args) > 1:
+        raise UsageError(f"%kani {command} takes one {what}; put a {what} with spaces in quotes.")
+    if required and not args.args:
+        raise UsageError(f"%kani {command} needs a {what}, e.g. %kani {command} chat.json")
+    return args.args[0] if args.args else None
+
+
+def _no_args(args, command: str) -> None:
+    if args.args:
+        raise UsageError(f"%kani {command} takes no arguments (got {' '.join(args.args)!r}).")
+
+
+def _session():
+    from .session import current_session
+
+    return current_session()
+
+
+def _loaded_kani():
+    """The session's Kani, loading the demo model first if nothing was loaded; failures as UsageError."""
+    session = _session()
+    if session.loaded:
+        return session.kani
+    print("No model loaded yet: loading the embedded demo model (use %kani load MODEL for another).")
+    try:
+        return session.kani
+    except Exception as e:  # noqa: BLE001 - whatever failed, the user gets one line and what to do
+        raise UsageError(
+            f"The embedded demo model could not be loaded ({type(e).__name__}: {_first_line(e)}): "
+            "run %kani load MODEL with a local folder."
+        ) from None
+
+
+_NAME = re.compile(r"[^.\[]*")
+
+
+def fill_placeholders(template: str, namespace: dict[str, Any]) -> str:
+    """Fill ``{name}`` placeholders from ``namespace`` (``str.format`` rules); mistakes become ``UsageError``.
+
+    :param template: The text with placeholders; ``{{`` and ``}}`` are literal braces.
+    :param namespace: The variables (the notebook's user namespace).
+    """
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as e:
+        raise UsageError(f"%%chat: {e} in the message: write {{{{ and }}}} for literal braces.") from None
+    for field in fields:
+        root = _NAME.match(field).group()
+        if not root.isidentifier():
+            raise UsageError(f"%%chat: {{{field}}} is not a variable name: write {{{{ and }}}} for literal braces.")
+        if root not in namespace:
+            raise UsageError(
+                f"%%chat: {{{root}}} is not defined in the notebook: set {root} = ... first, "
+                f"or write {{{{{root}}}}} for literal braces."
+            )
+    try:
+        return template.format_map(namespace)
+    except Exception as e:  # noqa: BLE001 - an attribute or item that fails: one line
+        raise UsageError(f"%%chat: could not fill the placeholders ({type(e).__name__}: {_first_line(e)}).") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _engine_label(engine) -> str:
+    name = getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?"
+    device = getattr(engine, "device", None)
+    where = f" on {device}" if device is not None else ""
+    return f"{name} ({type(engine).__name__}{where}, context {engine.max_context_size} tokens)"
+
+
+# ---- what %%chat shows ----
+
+
+def _stream_view(shell):
+    from IPython.core.displaypub import DisplayPublisher
+
+    if type(shell.display_pub) is DisplayPublisher:  # a terminal: no display updates, print as it comes
+        return _TerminalStream()
+    return _DisplayStream()
+
+
+class _DisplayStream:
+    """Streams the reply into one output area (a display handle), then renders it as Markdown."""
+
+    def __init__(self):
+        self._handle = None
+
+    def start(self) -> None:
+        from IPython.display import display
+
+        self._handle = display(ReplyView(""), display_id=True)
+
+    def update(self, text: str) -> None:
+        self._handle.update(ReplyView(text))
+
+    def finish(self, result) -> None:
+        self._handle.update(ReplyView(result.text, done=True, stopped=result.stopped, stats=result.stats,
+                                      error=result.error))  # fmt: skip
+
+
+class _TerminalStream:
+    """A plain IPython shell: print the new text as it arrives, then a line of figures."""
+
+    def __init__(self):
+        self._shown = ""
+
+    def start(self) -> None:
+        pass
+
+    def update(self, text: str) -> None:
+        new = text[len(self._shown) :] if text.startswith(self._shown) else "\n" + text
+        self._shown = text
+        print(new, end="", flush=True)
+
+    def finish(self, result) -> None:
+        if not result.error:
+            self.update(result.text)
+        footer = ReplyView(result.text, done=True, stopped=result.stopped, stats=result.stats).footer()
+        print("\n" + footer if footer else "", flush=True)
+
+
+class ReplyView:
+    """One reply as %%chat shows it: escaped text while streaming, sanitized Markdown when done, plus figures.
+
+    :param text: The reply's text (so far).
+    :param done: Whether the reply is complete (rendered as Markdown).
+    :param stopped: Whether it was stopped before the model finished.
+    :param stats: The turn's :class:`~kanibook.TurnStats`, if the engine gives them.
+    :param error: A one-line error, if the turn failed.
+    """
+
+    def __init__(self, text: str, *, done: bool = False, stopped: bool = False, stats=None, error: str | None = None):
+        self.text, self.done, self.stopped, self.stats, self.error = text, done, stopped, stats, error
+
+    def footer(self) -> str:
+        parts = []
+        if self.stopped:
+            parts.append("⏹ stopped")
+        if self.error:
+            parts.append(f"⚠ {self.error}")
+        if self.stats is not None:
+            parts.append(format_figures(self.stats))
+        return " · ".join(p for p in parts if p)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .render import safe
+
+        footer = self.footer()
+        plain = self.text + (f"\n\n[{footer}]" if footer and self.done else "")
+        body = safe.markdown(self.text) if self.done else f'<div class="kb-streaming">{safe.text(self.text)}▌</div>'
+        classes = (
+            "kb-chat-output" + (" kb-msg-stopped" if self.stopped else "") + (" kb-msg-error" if self.error else "")
+        )
+        html = f'<div class="{classes}">{body}'
+        if footer and self.done:
+            html += f'<div class="kb-figures" style="opacity:0.7;font-size:smaller">{safe.text(footer)}</div>'
+        html += "</div>"
+        return {"text/plain": plain, "text/html": html}
+
+
+def format_figures(stats) -> str:
+    """One line of a turn's figures: time to first token, tokens/s, tokens, peak memory."""
+    parts = []
+    if getattr(stats, "time_to_first_token_s", None) is not None:
+        parts.append(f"first token {stats.time_to_first_token_s:.2f} s")
+    if getattr(stats, "tokens_per_second", None):
+        parts.append(f"{stats.tokens_per_second:.1f} tokens/s")
+    if getattr(stats, "completion_tokens", None) is not None:
+        parts.append(f"{stats.completion_tokens} tokens")
+    if getattr(stats, "peak_memory_bytes", 0):
+        kind = "GPU" if getattr(stats, "memory_kind", "") == "cuda" else "process"
+        parts.append(f"peak memory {stats.peak_memory_bytes / 2**20:,.0f} MiB ({kind})")
+    return " · ".join(parts)
+
+
+class HistoryView:
+    """The conversation as a list of messages (role and text), escaped for HTML.
+
+    :param messages: kani ``ChatMessage`` objects.
+    """
+
+    def __init__(self, messages: list):
+        self.messages = list(messages)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .render import safe
+
+        if not self.messages:
+            return {"text/plain": "(no messages yet)", "text/html": "<em>(no messages yet)</em>"}
+        plain = "\n\n".join(f"{m.role.value}: {m.text or ''}" for m in self.messages)
+        rows = "".join(
+            f'<div class="kb-msg kb-msg-{safe.attr(m.role.value)}"><strong>{safe.text(m.role.value)}</strong>'
+            f'<div style="white-space:pre-wrap">{safe.text(m.text or "")}</div></div>'
+            for m in self.messages
+        )
+        return {"text/plain": plain, "text/html": f'<div class="kb-history">{rows}</div>'}
