@@ -7,11 +7,16 @@ bitsandbytes are imported on first real use, not here.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import KanibookError
 
 __version__ = "0.1.0"
+
+# kani's optional audio support imports pydub, which warns at import time when ffmpeg is absent; kanibook never
+# asks pydub for ffmpeg, so the warning is only noise in a notebook's first output.
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {

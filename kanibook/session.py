@@ -342,13 +342,8 @@ class _EmptyChat:
 
 
 def _import_kani():
-    """Import kani with the import-time warnings of its optional audio support (pydub, no ffmpeg) silenced."""
-    import warnings
+    import kani  # its pydub warning is filtered in kanibook/__init__.py
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
-        warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
-        import kani
     return kani
 
 
