@@ -5,7 +5,9 @@
 - :func:`markdown` for a finished reply rendered as Markdown: raw HTML in the source is shown as text, then the
   result is sanitized with an allow-list (no script, no event handlers, no ``javascript:`` links);
 - :func:`json_for_script` for data embedded in a ``<script>`` element;
-- :func:`visible` for tokens: whitespace and control characters drawn as visible symbols.
+- :func:`visible` for tokens: whitespace and control characters drawn as visible symbols;
+- :func:`markdown_literal` and :func:`markdown_inert` for text written into a Markdown *file* (transcripts), which
+  some other program will render: literal text, or Markdown whose raw HTML and links cannot act.
 
 All of them neutralize what could change the page outside its box: control characters (NUL included) and Unicode
 direction overrides are replaced by visible markers.
@@ -19,7 +21,9 @@ import re
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["text", "attr", "markdown", "json_for_script", "visible", "clean_chars"]
+__all__ = [
+    "text", "attr", "markdown", "json_for_script", "visible", "clean_chars", "markdown_literal", "markdown_inert",
+]  # fmt: skip
 
 # C0/C1 controls except tab and newline, plus the bidirectional embedding/override/isolate controls
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
@@ -95,3 +99,26 @@ def json_for_script(data: Any) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
+
+
+# CommonMark lets a backslash escape any ASCII punctuation character
+_MD_PUNCTUATION = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
+
+
+def markdown_literal(s: Any) -> str:
+    """Text -> Markdown source that renders as exactly that text (every punctuation mark backslash-escaped).
+
+    Line breaks are kept as hard breaks, so no renderer can turn the text into HTML, links or formatting.
+    """
+    lines = _MD_PUNCTUATION.sub(r"\\\1", clean_chars(s)).split("\n")
+    return "\\\n".join(lines)
+
+
+def markdown_inert(s: Any) -> str:
+    """Markdown -> Markdown source with its formatting kept but raw HTML, autolinks and links made inert.
+
+    ``<`` and ``&`` become entities (raw HTML shows as text); backslashes and square brackets are escaped (no link
+    or image can form, so no ``javascript:`` URL can be followed), whatever renderer reads the file.
+    """
+    out = clean_chars(s).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;")
+    return out.replace("[", "\\[").replace("]", "\\]")

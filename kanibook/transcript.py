@@ -1,0 +1,165 @@
+"""Export a kani conversation: JSON that kani loads back (``Kani.load``), and a readable Markdown transcript.
+
+The JSON is exactly kani's own save format (``kani.utils.saveload.SavedKani``: the always-included messages, the
+system prompt among them, and the chat history), so ``Kani(engine).load(path)`` restores the conversation. kanibook
+keeps its own notes about a message in ``message.extra["kanibook"]`` (e.g. ``{"stopped": true}`` for a reply cut
+short by Stop); kani saves and loads ``extra`` with the message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .render import safe
+
+__all__ = [
+    "is_stopped",
+    "load_json",
+    "mark_stopped",
+    "message_text",
+    "save_json",
+    "save_markdown",
+    "to_json",
+    "to_markdown",
+]
+
+_EXTRA_KEY = "kanibook"
+
+
+# ---- kanibook's notes on a message ----
+
+
+def mark_stopped(message) -> None:
+    """Note on a kani ``ChatMessage`` that it was cut short by Stop (kept in ``extra``, saved with it)."""
+    notes = dict(message.extra.get(_EXTRA_KEY) or {})
+    notes["stopped"] = True
+    message.extra = {**message.extra, _EXTRA_KEY: notes}
+
+
+def is_stopped(message) -> bool:
+    """True if the message was cut short by Stop (see :func:`mark_stopped`)."""
+    notes = message.extra.get(_EXTRA_KEY) if isinstance(message.extra, dict) else None
+    return bool(isinstance(notes, dict) and notes.get("stopped"))
+
+
+def message_text(message) -> str:
+    """A message's text; non-text parts (images, audio, ...) appear as ``[ImagePart]`` instead of being coerced."""
+    return "".join(p if isinstance(p, str) else f"[{type(p).__name__}]" for p in message.parts)
+
+
+# ---- JSON (kani's format) ----
+
+
+def _saved(ai):
+    from kani.utils.saveload import SavedKani
+
+    return SavedKani(always_included_messages=ai.always_included_messages, chat_history=ai.chat_history)
+
+
+def to_json(ai, *, indent: int | None = 2) -> str:
+    """The conversation of a ``kani.Kani`` as JSON in kani's own save format.
+
+    :param ai: The ``Kani`` whose system prompt, always-included messages and chat history are exported.
+    :param indent: JSON indentation (None for one line).
+    """
+    return _saved(ai).model_dump_json(fallback=repr, indent=indent)
+
+
+def save_json(ai, path: str | os.PathLike) -> Path:
+    """Write :func:`to_json` to ``path``; ``kani.Kani.load(path)`` reads it back.
+
+    :param ai: The ``Kani`` to export.
+    :param path: The file to write (overwritten).
+    """
+    path = Path(path)
+    path.write_text(to_json(ai), encoding="utf-8")
+    return path
+
+
+def load_json(path: str | os.PathLike):
+    """Read an exported conversation: a ``SavedKani`` with ``always_included_messages`` and ``chat_history``.
+
+    :param path: A file written by :func:`save_json` or by ``Kani.save(..., save_format="json")``.
+    """
+    from kani.utils.saveload import load
+
+    return load(path)
+
+
+# ---- Markdown ----
+
+
+def _fence(body: str, info: str = "") -> str:
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{safe.clean_chars(body)}\n{fence}"
+
+
+def _pretty_json(arguments: str) -> str:
+    import json
+
+    try:
+        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(arguments)
+
+
+def _message_markdown(message) -> str:
+    role = message.role.value
+    title = {"user": "You", "assistant": "Assistant", "system": "System", "function": "Function"}.get(role, role)
+    if message.name:
+        title += f" · {safe.markdown_literal(message.name)}"
+    blocks = [f"### {title}"]
+    text = message_text(message) if message.content is not None else ""
+    if role == "assistant":
+        if text:
+            blocks.append(safe.markdown_inert(text))
+        for call in message.tool_calls or ():
+            blocks.append(f"**Function call** {safe.markdown_literal(call.function.name)}")
+            blocks.append(_fence(_pretty_json(call.function.arguments), "json"))
+        if is_stopped(message):
+            blocks.append("*(stopped)*")
+    elif role == "function":
+        label = "**Error**" if message.is_tool_call_error else "**Result**"
+        blocks.append(label)
+        blocks.append(_fence(text))
+    else:
+        blocks.append(safe.markdown_literal(text))
+    return "\n\n".join(blocks)
+
+
+def to_markdown(ai=None, *, messages: Iterable[Any] | None = None, title: str = "Chat transcript") -> str:
+    """The conversation as Markdown: user and system text literal, replies as Markdown, function calls as code.
+
+    Whatever program renders the file, raw HTML and links from the conversation stay inert (see
+    :func:`kanibook.render.safe.markdown_inert`).
+
+    :param ai: A ``Kani`` (its always-included messages and chat history are exported).
+    :param messages: Or the messages themselves.
+    :param title: The document's heading.
+    """
+    if messages is None:
+        if ai is None:
+            from .exceptions import KanibookError
+
+            raise KanibookError("Pass a Kani (to_markdown(ai)) or messages=[...] to export.")
+        messages = [*ai.always_included_messages, *ai.chat_history]
+    parts = [f"# {safe.markdown_literal(title)}"]
+    parts.extend(_message_markdown(m) for m in messages)
+    return "\n\n".join(parts) + "\n"
+
+
+def save_markdown(ai, path: str | os.PathLike, *, title: str = "Chat transcript") -> Path:
+    """Write :func:`to_markdown` to ``path``.
+
+    :param ai: The ``Kani`` to export.
+    :param path: The file to write (overwritten).
+    :param title: The document's heading.
+    """
+    path = Path(path)
+    path.write_text(to_markdown(ai, title=title), encoding="utf-8")
+    return path
