@@ -252,10 +252,16 @@ def _first_line(error: BaseException) -> str:
 
 
 def _engine_label(engine) -> str:
-    name = getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?"
+    name = str(getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?")
+    if _is_abs_path(name):  # a local folder: its name, as the prompt view shows it (no machine-specific path)
+        name = re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
     device = getattr(engine, "device", None)
     where = f" on {device}" if device is not None else ""
     return f"{name} ({type(engine).__name__}{where}, context {engine.max_context_size} tokens)"
+
+
+def _is_abs_path(name: str) -> bool:
+    return name.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", name) is not None
 
 
 # ---- what %%chat shows ----

@@ -12,6 +12,7 @@ import functools
 
 
 def install() -> None:
+    from nbformat import from_dict
     from nbval.plugin import IPyNbFile
 
     if getattr(IPyNbFile.get_kernel_message, "_kanibook_live_displays", False):
@@ -25,7 +26,11 @@ def install() -> None:
         content = msg.get("content", {})
         display_id = (content.get("transient") or {}).get("display_id")
         if msg.get("msg_type") in ("display_data", "execute_result") and display_id:
-            shown[display_id] = content  # nbval keeps content["data"] by reference
+            # nbval stores these in a NotebookNode, which copies a plain dict on assignment but keeps a NotebookNode
+            # as is: hand it NotebookNodes, so the updates below reach what nbval compares.
+            content["data"] = from_dict(content.get("data") or {})
+            content["metadata"] = from_dict(content.get("metadata") or {})
+            shown[display_id] = content
         elif msg.get("msg_type") == "update_display_data":
             target = shown.get(display_id)
             if target is not None:
