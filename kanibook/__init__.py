@@ -31,8 +31,9 @@ _LAZY = {
     "show_prompt": "kanibook.prompt_view",
     "compare_prompts": "kanibook.prompt_view",
     # memory: readings, estimates before loading
-    "memory": "kanibook.memory",
-    "estimate_memory": "kanibook.memory",
+    "memory": "kanibook.memory_view",
+    "memory_timeline": "kanibook.memory_view",
+    "estimate_memory": "kanibook.memory_view",
 }
 
 __all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from ._generation import TurnStats
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
-    from .memory import estimate_memory, memory
+    from .memory_view import estimate_memory, memory, memory_timeline
     from .prompt_view import compare_prompts, show_prompt
     from .session import ChatSession
     from .widgets.chat_panel import chat

@@ -168,7 +168,7 @@ def estimate_memory(
         compared model's embedding dtype, else the config's ``dtype``, else float32 (what ``from_pretrained`` does).
     :param element_id: An id for the root HTML element (deterministic output).
     """
-    from .memory import resolve_model, weight_footprint
+    from .memory_view import resolve_model, weight_footprint
 
     if batch_size < 1:
         raise KanibookError(f"batch_size must be at least 1, not {batch_size}.")
@@ -247,7 +247,7 @@ def _loaded(obj):
     """The loaded model behind an engine / Kani / model, or None for a config or a path."""
     if obj is None or isinstance(obj, (str, os.PathLike)) or type(obj).__name__.endswith("Config"):
         return None
-    from .memory import resolve_model
+    from .memory_view import resolve_model
 
     try:
         model, _, _ = resolve_model(obj)

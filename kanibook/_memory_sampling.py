@@ -1,6 +1,6 @@
 """Memory over time: cheap repeated readings, a background sampler, and the timeline of one generation.
 
-Public names are re-exported by :mod:`kanibook.memory`.
+Public names are re-exported by :mod:`kanibook.memory_view`.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ async def memory_timeline_async(
     """
     engine = _engine_of(engine)
     messages = _as_messages(messages_or_prompt)
-    from .memory import resolve_model
+    from .memory_view import resolve_model
 
     _, name, device = resolve_model(engine)
     sampler = MemorySampler(device, interval)

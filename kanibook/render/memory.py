@@ -106,7 +106,7 @@ def _root(element_id: str | None, body: str, kind: str) -> str:
 
 
 def report_html(report: MemoryReport, element_id: str | None = None) -> str:
-    """The HTML of a :class:`~kanibook.memory.MemoryReport`."""
+    """The HTML of a :class:`~kanibook.memory_view.MemoryReport`."""
     parts = [f'<div style="{_HEAD}">Memory{_model_suffix_html(report.model_name)}</div>']
     if report.devices:
         rows = [_header("CUDA device", "name", "allocated", "reserved", "peak allocated", "total", "")]
@@ -197,7 +197,7 @@ def _preset_suffix_html(preset: str | None) -> str:
 
 
 def report_text(report: MemoryReport) -> str:
-    """The plain-text form of a :class:`~kanibook.memory.MemoryReport`."""
+    """The plain-text form of a :class:`~kanibook.memory_view.MemoryReport`."""
     lines = ["Memory" + (f" · {safe.clean_chars(_shown_name(report.model_name))}" if report.model_name else "")]
     for d in report.devices:
         lines.append(
@@ -229,7 +229,7 @@ def report_text(report: MemoryReport) -> str:
 
 
 def estimate_html(est: MemoryEstimate, element_id: str | None = None) -> str:
-    """The HTML of a :class:`~kanibook.memory.MemoryEstimate`: one row per preset, measured figures beside."""
+    """The HTML of a :class:`~kanibook.memory_view.MemoryEstimate`: one row per preset, measured figures beside."""
     measured = est.measured
     head = (
         f'<div style="{_HEAD}">Memory estimate{_model_suffix_html(est.model_name)}</div>'
@@ -290,7 +290,7 @@ def _estimate_notes(est: MemoryEstimate) -> list[str]:
 
 
 def estimate_text(est: MemoryEstimate) -> str:
-    """The plain-text form of a :class:`~kanibook.memory.MemoryEstimate`."""
+    """The plain-text form of a :class:`~kanibook.memory_view.MemoryEstimate`."""
     measured = est.measured
     lines = [
         "Memory estimate" + (f" · {safe.clean_chars(_shown_name(est.model_name))}" if est.model_name else ""),

@@ -21,7 +21,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..exceptions import KanibookError
-from ..memory import MemoryReader, MemorySample, resolve_model
+from ..memory_view import MemoryReader, MemorySample, resolve_model
 from ..render.memory import format_bytes, gauge_html
 
 __all__ = ["MemoryGauge"]

@@ -441,7 +441,7 @@ def test_prompt_subcommands_show_the_sessions_prompt(ip, session, command):
 
 
 def test_memory_subcommand(ip, session):
-    pytest.importorskip("kanibook.memory")
+    pytest.importorskip("kanibook.memory_view")
     view = ip.run_line_magic("kani", "memory")
     bundle = view._repr_mimebundle_()
     assert bundle["text/plain"] and bundle["text/html"]

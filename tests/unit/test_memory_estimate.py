@@ -14,7 +14,7 @@ from kanibook.exceptions import KanibookError
 from kanibook.render import memory as render
 from kanibook.render import safe
 
-kmem = importlib.import_module("kanibook.memory")  # the module (kanibook.memory may also name the function)
+kmem = importlib.import_module("kanibook.memory_view")
 
 
 def assert_inert(html_out: str, hostile: str) -> None:

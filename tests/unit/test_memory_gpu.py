@@ -20,7 +20,7 @@ from kani import ChatMessage
 import kanibook
 from kanibook.render import safe
 
-kmem = importlib.import_module("kanibook.memory")  # the module (kanibook.memory may also name the function)
+kmem = importlib.import_module("kanibook.memory_view")
 
 pytestmark = pytest.mark.gpu
 

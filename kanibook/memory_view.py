@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,18 +386,3 @@ def memory(engine: Any = None, *, element_id: str | None = None) -> MemoryReport
         cuda_note=note,
         element_id=element_id,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """``kanibook.memory`` names both this module and :func:`memory`.
-
-    Importing the module (``from kanibook.memory import ...``, the gauge widget, the magics) makes Python bind the
-    package attribute ``kanibook.memory`` to the module, shadowing the lazily exported function; calling the module
-    calls the function, so ``kanibook.memory(engine)`` works whichever of the two the name holds.
-    """
-
-    def __call__(self, engine: Any = None, *, element_id: str | None = None) -> MemoryReport:
-        return memory(engine, element_id=element_id)
-
-
-sys.modules[__name__].__class__ = _CallableModule
