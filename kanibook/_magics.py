@@ -16,6 +16,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from ._names import model_display_name
 from .exceptions import KanibookError
 
 __all__ = ["KaniMagics", "fill_placeholders", "register"]
@@ -252,16 +253,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def _engine_label(engine) -> str:
-    name = str(getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?")
-    if _is_abs_path(name):  # a local folder: its name, as the prompt view shows it (no machine-specific path)
-        name = re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
+    name = model_display_name(getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?")
     device = getattr(engine, "device", None)
     where = f" on {device}" if device is not None else ""
     return f"{name} ({type(engine).__name__}{where}, context {engine.max_context_size} tokens)"
-
-
-def _is_abs_path(name: str) -> bool:
-    return name.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", name) is not None
 
 
 # ---- what %%chat shows ----

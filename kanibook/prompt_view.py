@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
+from ._names import model_display_name
 from ._prompt_tokens import SPECIAL, TEMPLATE  # token flag bits (that module imports nothing heavy at import time)
 from .exceptions import KanibookError
 
@@ -348,7 +349,7 @@ def _run_sync(coro):
 def _describe(engine) -> str:
     from kani.engines.huggingface.chat_template_pipeline import ChatTemplatePromptPipeline
 
-    name = str(engine.model_id).rstrip("/").rsplit("/", 1)[-1]
+    name = model_display_name(engine.model_id)
     kind = (
         "chat template" if isinstance(engine.pipeline, ChatTemplatePromptPipeline) else type(engine.pipeline).__name__
     )

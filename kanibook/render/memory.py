@@ -6,9 +6,9 @@ Every string that comes from outside (model names, device names, dtype labels, m
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
+from .._names import model_display_name
 from . import safe
 
 if TYPE_CHECKING:
@@ -181,15 +181,8 @@ def _weight_notes(report: MemoryReport) -> list[str]:
     return notes
 
 
-def _shown_name(name: str) -> str:
-    """A model's name as shown: the folder name of an absolute local path (as the prompt view shows it), else as is."""
-    if name.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", name):
-        return re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
-    return name
-
-
 def _model_suffix_html(name: str | None) -> str:
-    return "" if not name else f" &middot; <span>{safe.text(_shown_name(name))}</span>"
+    return "" if not name else f" &middot; <span>{safe.text(model_display_name(name))}</span>"
 
 
 def _preset_suffix_html(preset: str | None) -> str:
@@ -198,7 +191,7 @@ def _preset_suffix_html(preset: str | None) -> str:
 
 def report_text(report: MemoryReport) -> str:
     """The plain-text form of a :class:`~kanibook.memory_view.MemoryReport`."""
-    lines = ["Memory" + (f" · {safe.clean_chars(_shown_name(report.model_name))}" if report.model_name else "")]
+    lines = ["Memory" + (f" · {safe.clean_chars(model_display_name(report.model_name))}" if report.model_name else "")]
     for d in report.devices:
         lines.append(
             f"  cuda:{d.index} {safe.clean_chars(d.name)}: allocated {format_bytes(d.allocated)}, "
@@ -293,7 +286,7 @@ def estimate_text(est: MemoryEstimate) -> str:
     """The plain-text form of a :class:`~kanibook.memory_view.MemoryEstimate`."""
     measured = est.measured
     lines = [
-        "Memory estimate" + (f" · {safe.clean_chars(_shown_name(est.model_name))}" if est.model_name else ""),
+        "Memory estimate" + (f" · {safe.clean_chars(model_display_name(est.model_name))}" if est.model_name else ""),
         "  " + safe.clean_chars(_estimate_summary(est)),
         f"  {'preset':<8} {'weights':>9} {'scales':>9} {'KV cache':>9} {'total':>9}"
         + (f" {'measured':>9} {'diff':>7}" if measured is not None else ""),
@@ -353,7 +346,7 @@ def timeline_figure(timeline: MemoryTimeline, *, width: float = 7.0, height: flo
 
 
 def _title(timeline: MemoryTimeline) -> str:
-    name = safe.clean_chars(_shown_name(timeline.model_name or "model"))
+    name = safe.clean_chars(model_display_name(timeline.model_name or "model"))
     if len(name) > 60:
         name = "\u2026" + name[-59:]
     return f"Memory during one generation of {timeline.completion_tokens} tokens\n{name}"

@@ -257,9 +257,17 @@ def test_report_escapes_hostile_names(hostile):
 # ---- the live gauge ------------------------------------------------------------------------------------------------
 
 
-def test_gauge_updates_while_a_reply_streams_and_stops_cleanly(demo_engine, run_async, no_leaked_threads):
-    import torch
+def _fresh_pages(size: int):
+    """Memory that surely raises RSS: new anonymous pages, each touched (a malloc'd tensor may reuse freed pages)."""
+    import mmap
 
+    pages = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        pages[offset] = 1
+    return pages
+
+
+def test_gauge_updates_while_a_reply_streams_and_stops_cleanly(demo_engine, run_async, no_leaked_threads):
     from kanibook.widgets.memory_gauge import MemoryGauge
 
     on_gpu = str(demo_engine.device).startswith("cuda")
@@ -277,7 +285,7 @@ def test_gauge_updates_while_a_reply_streams_and_stops_cleanly(demo_engine, run_
                 pieces += isinstance(item, str)
                 seen_during.append(gauge.samples)
                 if pieces == 10:  # memory rises mid-reply: the gauge must show it while the reply goes on
-                    held.append(torch.ones(48 * 2**20))  # 192 MiB
+                    held.append(_fresh_pages(192 * 2**20))
                 if pieces == 30:
                     held.clear()
         others = [t for t in asyncio.all_tasks() if t.get_name().startswith("kanibook-")]
