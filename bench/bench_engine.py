@@ -90,6 +90,28 @@ def load_times(repeats: int) -> tuple[float, float]:
     return min(cache), min(direct)
 
 
+def cold_load_times() -> tuple[float, float]:
+    """The same two loads, each in a fresh Python process (imports included), timed from outside."""
+    import subprocess
+    import sys
+
+    folder, gguf = demo_model_path(progress=False), demo_gguf_path()
+    scripts = {
+        "cache": f"import kanibook; kanibook.load({str(folder)!r})",
+        "gguf": (
+            "import torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+            f"AutoTokenizer.from_pretrained({str(gguf.parent)!r}, gguf_file={gguf.name!r}); "
+            f"AutoModelForCausalLM.from_pretrained({str(gguf.parent)!r}, gguf_file={gguf.name!r}, dtype=torch.float32)"
+        ),
+    }
+    times = {}
+    for name, code in scripts.items():
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        times[name] = time.perf_counter() - start
+    return times["cache"], times["gguf"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
@@ -116,6 +138,10 @@ def main() -> None:
     print(f"\ndemo model load, best of {args.load_repeats}")
     print(f"{'from kanibook cache':20} {cache:7.2f} s")
     print(f"{'GGUF directly':20} {direct:7.2f} s   (cache is {direct / cache:.1f}x faster)")
+    cold_cache, cold_direct = cold_load_times()
+    print("demo model load in a fresh process (imports included)")
+    print(f"{'from kanibook cache':20} {cold_cache:7.2f} s")
+    print(f"{'GGUF directly':20} {cold_direct:7.2f} s   (cache is {cold_direct / cold_cache:.1f}x faster)")
 
 
 if __name__ == "__main__":
