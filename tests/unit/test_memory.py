@@ -8,9 +8,9 @@ import dataclasses
 import importlib
 import subprocess
 import sys
-from html.parser import HTMLParser
 
 import pytest
+from _html import parse_html
 from kani import ChatMessage
 
 import kanibook
@@ -25,19 +25,8 @@ MESSAGES = [ChatMessage.user("Write a long story about a dragon who learns to ba
 _ALLOWED_TAGS = {"div", "span", "table", "tr", "th", "td", "img"}
 
 
-def live_tags(html_out: str) -> list[tuple[str, dict]]:
-    found: list[tuple[str, dict]] = []
-
-    class Collector(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            found.append((tag, dict(attrs)))
-
-    Collector().feed(html_out)
-    return found
-
-
 def assert_inert(html_out: str, hostile: str) -> None:
-    tags = live_tags(html_out)
+    tags = parse_html(html_out).tags
     assert {t for t, _ in tags} <= _ALLOWED_TAGS, tags
     for tag, attrs in tags:
         assert not [a for a in attrs if a.startswith("on")], (tag, attrs)
@@ -389,7 +378,7 @@ def test_timeline_views_escape_the_model_name(hostile):
     samples = [kmem.MemorySample(0.1 * i, 500_000_000 + i) for i in range(5)]
     tl = kmem.MemoryTimeline(samples, 0.1, 0.4, "process", model_name=hostile, completion_tokens=3)
     html_out = render.timeline_html(tl, "AAAA", element_id=hostile)
-    tags = live_tags(html_out)
+    tags = parse_html(html_out).tags
     assert {t for t, _ in tags} <= _ALLOWED_TAGS
     assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
     if any(c in hostile for c in "<>\"'"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import html
 import json
-from html.parser import HTMLParser
 
 import pytest
+from _html import ParsedHTML, parse_html
 
 from kanibook import TurnStats
 from kanibook.render import chat as render
@@ -27,26 +27,9 @@ HOSTILE = [
 _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "data"}
 
 
-class _Elements(HTMLParser):
-    """Collects every element and attribute a browser would build from the HTML."""
-
-    def __init__(self, source: str):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-        self.feed(source)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def assert_inert(source: str) -> _Elements:
+def assert_inert(source: str) -> ParsedHTML:
     """No script element, no event handler, no javascript: URL, no raw control or direction characters."""
-    parsed = _Elements(source)
+    parsed = parse_html(source)
     assert "<script" not in source.lower()
     for tag, attrs in parsed.tags:
         assert tag not in {"script", "img", "svg", "iframe", "object", "embed"}, (tag, source)
@@ -91,9 +74,9 @@ def test_every_text_renderer_keeps_hostile_text_inert(hostile):
 
 def test_streaming_and_literal_text_is_shown_as_text():
     hostile = "\"'><img src=x onerror=alert(1)> <script>alert(1)</script>"
-    parsed = _Elements(render.streaming_body(hostile))
+    parsed = parse_html(render.streaming_body(hostile))
     assert parsed.tags == [] and "".join(parsed.text) == hostile  # visible to the reader exactly as written
-    literal = _Elements(render.literal_body("line 1\n<b>line 2</b>"))
+    literal = parse_html(render.literal_body("line 1\n<b>line 2</b>"))
     assert [t for t, _ in literal.tags] == ["div"] and "".join(literal.text) == "line 1\n<b>line 2</b>"
     # the partial text of a streaming reply only grows as tokens are added
     text = "a <b"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import pytest
+from _html import parse_html
 from kani import ChatMessage, Kani, ToolCall
 from kani.engines.base import BaseEngine, Completion
 from markdown_it import MarkdownIt
@@ -70,20 +70,6 @@ def test_a_restored_conversation_continues(tmp_path, run_async):
     assert reply == "echo me" and len(restored.chat_history) == len(ai.chat_history) + 2
 
 
-class _Elements(HTMLParser):
-    def __init__(self, source: str):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-        self.feed(source)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
 def test_markdown_export_contains_the_messages_and_stays_inert():
     ai = conversation()
     md = transcript.to_markdown(ai, title="My <chat>")
@@ -94,7 +80,7 @@ def test_markdown_export_contains_the_messages_and_stays_inert():
     assert "\x00" not in md and "\u202e" not in md
     # rendered by a permissive renderer (raw HTML allowed, as many Markdown viewers do)
     rendered = MarkdownIt("commonmark", {"html": True}).render(md)
-    parsed = _Elements(rendered)
+    parsed = parse_html(rendered)
     tags = [t for t, _ in parsed.tags]
     assert "script" not in tags and "img" not in tags and "a" not in tags
     assert not any(name.startswith("on") for _, attrs in parsed.tags for name in attrs)
@@ -142,8 +128,8 @@ def test_markdown_helpers_leave_no_link_or_html_for_any_renderer(source):
 
     renderer = MarkdownIt("commonmark", {"html": True})
     for md in (safe.markdown_inert(source), safe.markdown_literal(source)):
-        parsed = _Elements(renderer.render(md))
+        parsed = parse_html(renderer.render(md))
         tags = {t for t, _ in parsed.tags}
         assert not tags & {"a", "img", "script", "div"}, (md, tags)
-    literal = _Elements(renderer.render(safe.markdown_literal(source)))
+    literal = parse_html(renderer.render(safe.markdown_literal(source)))
     assert "".join(literal.text).replace("\n", "") == source.replace("\n", "")  # exactly the text, shown as text
