@@ -62,6 +62,7 @@ class PanelWidgets:
                 description="system prompt",
                 continuous_update=False,
                 rows=3,
+                style={"description_width": "110px"},  # as wide as the settings' labels: no "system pr..."
                 layout=widgets.Layout(width="98%"),
             ),
             "kb-system-prompt",
@@ -70,6 +71,8 @@ class PanelWidgets:
         self.export_markdown_button = _classed(
             widgets.Button(description="Export Markdown", icon="download"), "kb-export-markdown"
         )
+        for button in (self.export_json_button, self.export_markdown_button):
+            button.layout.width = "auto"  # the default fixed width cuts "Export Markdown" short
         self.export_link = _classed(widgets.HTML(), "kb-export-link")
         settings_box = widgets.VBox(
             [
