@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 # a machine with an NVIDIA driver gets the default build. Override with `make TORCH=... setup`.
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 STAMP  := $(VENV)/.kanibook-installed
+# JupyterLab refuses to run as root unless told to (containers, CI machines)
+LAB_ARGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: setup demo-model chromium lab test test-fast bench clean
 
@@ -30,7 +32,7 @@ chromium:
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-dejavu-core; }
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 test: setup chromium
 	$(BIN)/python -m pytest
