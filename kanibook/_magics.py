@@ -62,7 +62,10 @@ class KaniMagics(Magics):
         load_only = [name for name in ("quant", "device", "api_base", "tokenizer") if getattr(args, name) is not None]
         if load_only and command != "load":
             raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
-        return getattr(self, f"_kani_{command}")(args)
+        try:
+            return getattr(self, f"_kani_{command}")(args)
+        except KanibookError as e:  # e.g. %kani prompt on an empty conversation: one line, no traceback
+            raise UsageError(str(e)) from None
 
     # ---- %kani subcommands ----
 

@@ -109,6 +109,7 @@ def test_kani_help_lists_every_subcommand(ip):
         ('system "unclosed', "close the quotes"),
         ("load /no/such/folder", "No model folder at '/no/such/folder'"),
         ("load --quant bogus", "Unknown quant preset 'bogus'"),
+        ("prompt", "the conversation is empty"),  # a KanibookError from the API, shown as one line
     ],
 )
 def test_kani_mistakes_are_one_line_usage_errors(ip, session, line, expected):
