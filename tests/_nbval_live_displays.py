@@ -3,7 +3,7 @@
 nbval keeps the first ``display_data`` of an output that is later updated in place (``DisplayHandle.update``,
 which is how ``%%chat`` streams a reply) and ignores the updates, while a notebook saves the final content. This
 applies each update to the earlier output it targets (same ``display_id``), exactly as Jupyter front ends do, and
-hands nbval nothing else for it. Loaded by tests/conftest.py.
+hands nbval nothing else for it. Installed by the repository root's conftest.py whenever nbval is active.
 """
 
 from __future__ import annotations

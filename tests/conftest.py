@@ -11,13 +11,6 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_configure(config):
-    if config.pluginmanager.hasplugin("nbval"):
-        import _nbval_live_displays  # tests/ is on sys.path for its conftest
-
-        _nbval_live_displays.install()
-
-
 def pytest_collection_modifyitems(config, items):
     """GPU-marked tests skip cleanly where there is no CUDA device."""
     if not any(item.get_closest_marker("gpu") for item in items):
