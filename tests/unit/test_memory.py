@@ -25,6 +25,13 @@ MESSAGES = [ChatMessage.user("Write a long story about a dragon who learns to ba
 _ALLOWED_TAGS = {"div", "span", "table", "tr", "th", "td", "img"}
 
 
+def _run_fresh(code: str) -> str:
+    """Run ``code`` in a fresh Python process (nothing imported yet); return its stripped output."""
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def assert_inert(html_out: str, hostile: str) -> None:
     tags = parse_html(html_out).tags
     assert {t for t, _ in tags} <= _ALLOWED_TAGS, tags
@@ -56,9 +63,7 @@ def test_importing_the_memory_views_imports_no_torch():
         "print(kanibook.memory_view.memory().process.rss > 0)\n"
         "assert 'torch' not in sys.modules  # a reading without a model does not import torch either\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
+    assert _run_fresh(code) == "True"
 
 
 def test_kanibook_memory_is_callable_even_after_the_module_was_imported():
@@ -70,9 +75,7 @@ def test_kanibook_memory_is_callable_even_after_the_module_was_imported():
         "assert isinstance(kanibook.estimate_memory, type(lambda: 0))\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert _run_fresh(code) == "ok"
     assert isinstance(kanibook.memory(), kmem.MemoryReport)
 
 
@@ -91,9 +94,9 @@ def test_process_memory_is_positive_and_grows_with_a_large_tensor():
         "sample = reader.read()\n"
         "print(m.process_memory().rss - before, sample.rss - before, sample.cuda_allocated, sample.cuda_reserved)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    grown, sampled, cuda_allocated, cuda_reserved = out.stdout.split()
-    assert int(grown) > 200 * 2**20 and int(sampled) > 200 * 2**20, out.stdout
+    stdout = _run_fresh(code)
+    grown, sampled, cuda_allocated, cuda_reserved = stdout.split()
+    assert int(grown) > 200 * 2**20 and int(sampled) > 200 * 2**20, stdout
     assert cuda_allocated == cuda_reserved == "None"
 
 
