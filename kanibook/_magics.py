@@ -17,7 +17,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ._names import model_display_name
-from .exceptions import KanibookError
+from .exceptions import KanibookError, check_text
 
 __all__ = ["KaniMagics", "fill_placeholders", "register"]
 
@@ -154,8 +154,9 @@ class KaniMagics(Magics):
         session = _session()
         _loaded_kani()
         try:
+            check_text(message)
             session.check_ready()
-        except KanibookError as e:  # busy: nothing is sent, nothing changes
+        except KanibookError as e:  # busy, or text no tokenizer can encode: nothing is sent, nothing changes
             raise UsageError(str(e)) from None
         if args.system is not None:
             session.system_prompt = args.system

@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # kani's optional audio support imports pydub, 
 
 from ._generation import GenerationRun, TurnStats
 from ._hub import check_model_available, hub_offline
+from ._quiet_logs import fold_tracebacks
 from .exceptions import BusyError, KanibookError
 from .quant import load_kwargs_for
 
@@ -69,6 +70,7 @@ class KanibookEngine(HuggingEngine):
         **kwargs: Any,
     ):
         model_id = str(model_id)
+        fold_tracebacks("kani")  # kani's warnings with a traceback become one line (see _quiet_logs)
         kwargs["mm_audio_sample_rate"] = _one_sample_rate(
             audio_sample_rate, kwargs.pop("audio_sr", None), kwargs.pop("mm_audio_sample_rate", None)
         )

@@ -9,6 +9,8 @@ __all__ = [
     "DemoModelError",
     "GenerationError",
     "BusyError",
+    "BadTextError",
+    "UnsavableTextError",
 ]
 
 
@@ -34,6 +36,29 @@ class GenerationError(KanibookError):
 
 class BusyError(KanibookError):
     """A reply is still being generated; stop it or wait before sending another message."""
+
+
+class BadTextError(KanibookError, ValueError):
+    """A message holds a character a model cannot receive (a lone surrogate); the conversation is unchanged."""
+
+
+class UnsavableTextError(KanibookError, ValueError):
+    """The conversation cannot be written in the chosen format; the file at the path is left as it was."""
+
+
+def check_text(text: str, what: str = "The message") -> None:
+    """Refuse text with a lone surrogate (half of a broken emoji: no tokenizer can encode it), saying where.
+
+    :raises BadTextError: naming the character and its position.
+    """
+    from ._files import find_lone_surrogate
+
+    at = find_lone_surrogate(text)
+    if at is not None:
+        raise BadTextError(
+            f"{what} holds a lone surrogate U+{ord(text[at]):04X} at character {at} (half of a broken emoji, "
+            "which no tokenizer can encode): remove it or paste the text again; nothing was sent."
+        )
 
 
 def require(module: str, extra: str, purpose: str):

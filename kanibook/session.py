@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._quiet_logs import fold_tracebacks
 from ._session_turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly
-from .exceptions import BusyError, KanibookError
+from .exceptions import BusyError, KanibookError, check_text
 
 __all__ = ["ChatSession", "TurnResult", "current_session", "set_current_session"]
 
@@ -141,6 +142,7 @@ class ChatSession:
 
     def _install(self, engine) -> None:
         Kani = _import_kani().Kani
+        fold_tracebacks("kani")  # kani's own warnings reach the cell as one line, not a traceback
         history = list(self._kani.chat_history) if self._kani is not None else []
         self._kani = Kani(engine, system_prompt=self._system_prompt, chat_history=history, **self._kani_kwargs)
 
@@ -190,15 +192,16 @@ class ChatSession:
     def save_history(self, path: str | os.PathLike) -> str:
         """Write the conversation as JSON that ``Kani.load`` (and :meth:`load_history`) reads back.
 
-        :param path: The file to write (overwritten).
+        :param path: The file to write (replaced atomically; on any error the old file is left intact).
         :returns: The path written.
+        :raises UnsavableTextError: if a message holds a lone surrogate (nothing is written).
         """
         _import_kani()
-        from kani.utils import saveload
+        from . import transcript
 
         path = os.fspath(path)
-        try:
-            saveload.save(path, inst=self._kani or _EmptyChat(self._system_prompt), save_format="json", indent=2)
+        try:  # a temporary file renamed into place: a failure leaves the file at path as it was
+            transcript.save_json(self._kani or _EmptyChat(self._system_prompt), path)
         except OSError as e:
             raise KanibookError(f"Could not write {path!r} ({e.strerror or e}): pick a writable path.") from None
         return path
@@ -274,6 +277,7 @@ class ChatSession:
         :param hyperparams: Generation arguments for the engine (see :meth:`generation_kwargs`).
         :returns: A :class:`TurnResult`; KeyboardInterrupt stops generation and returns the partial reply.
         """
+        check_text(message)
         self.check_ready()
         kani = self.kani
         turn = self._turn = _Turn(kani, message, hyperparams, self._loop)
@@ -332,7 +336,7 @@ class ChatSession:
 
 
 class _EmptyChat:
-    """What ``kani.utils.saveload.save`` needs, for a session with no model yet."""
+    """What :func:`kanibook.transcript.save_json` needs, for a session with no model yet."""
 
     def __init__(self, system_prompt: str | None):
         from kani import ChatMessage

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._files import find_lone_surrogate, write_text_atomic
+from .exceptions import UnsavableTextError
 from .render import safe
 
 __all__ = [
@@ -66,18 +68,30 @@ def to_json(ai, *, indent: int | None = 2) -> str:
     :param ai: The ``Kani`` whose system prompt, always-included messages and chat history are exported.
     :param indent: JSON indentation (None for one line).
     """
+    _refuse_unencodable(ai)
     return _saved(ai).model_dump_json(fallback=repr, indent=indent)
+
+
+def _refuse_unencodable(ai) -> None:
+    """kani's JSON format (read back by pydantic) cannot hold a lone surrogate, escaped or not: say which message."""
+    for i, message in enumerate([*ai.always_included_messages, *ai.chat_history], start=1):
+        text = message.text or ""
+        at = find_lone_surrogate(text)
+        if at is not None:
+            raise UnsavableTextError(
+                f"Message #{i} ({message.role.value}) holds a lone surrogate U+{ord(text[at]):04X} at character {at} "
+                "(half of a broken emoji), which kani's JSON format cannot hold: edit or remove that message, then "
+                "save again (nothing was written)."
+            )
 
 
 def save_json(ai, path: str | os.PathLike) -> Path:
     """Write :func:`to_json` to ``path``; ``kani.Kani.load(path)`` reads it back.
 
     :param ai: The ``Kani`` to export.
-    :param path: The file to write (overwritten).
+    :param path: The file to write (replaced atomically: a failure leaves the old file intact).
     """
-    path = Path(path)
-    path.write_text(to_json(ai), encoding="utf-8")
-    return path
+    return write_text_atomic(path, to_json(ai))
 
 
 def load_json(path: str | os.PathLike):
@@ -157,9 +171,8 @@ def save_markdown(ai, path: str | os.PathLike, *, title: str = "Chat transcript"
     """Write :func:`to_markdown` to ``path``.
 
     :param ai: The ``Kani`` to export.
-    :param path: The file to write (overwritten).
+    :param path: The file to write (replaced atomically: a failure leaves the old file intact).
     :param title: The document's heading.
     """
-    path = Path(path)
-    path.write_text(to_markdown(ai, title=title), encoding="utf-8")
-    return path
+    # A lone surrogate cannot be UTF-8: it is written as its escape (\\ud800), visibly, instead of failing.
+    return write_text_atomic(path, to_markdown(ai, title=title), errors="backslashreplace")

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import transcript
-from ..exceptions import BusyError, KanibookError
+from .._quiet_logs import fold_tracebacks
+from ..exceptions import BusyError, KanibookError, check_text
 from ..render import chat as render
 from ._message_view import MessageView
 from ._panel_widgets import PanelWidgets
@@ -67,6 +68,7 @@ class ChatPanel(PanelWidgets):
         export_dir: str | os.PathLike | None = None,
         title: str | None = None,
     ):
+        fold_tracebacks("kani")  # kani's own warnings reach the cell as one line, not a traceback
         self.kani = ai
         self.engine = ai.engine
         #: Generation keyword arguments added to every round (over the settings' values).
@@ -139,8 +141,17 @@ class ChatPanel(PanelWidgets):
         text = str(text)
         if not text.strip():
             raise KanibookError("The message is empty: type something to send.")
+        check_text(text)
         self._refuse_if_busy()
-        return self._start(self._round(text))
+        _require_loop()
+        from kani import ChatMessage
+
+        # The message enters the history now, not when the round's task first runs: a Stop in the same event-loop
+        # tick (which cancels a task that never started) must not lose it.
+        user = ChatMessage.user(text)
+        self.kani.chat_history.append(user)
+        self._add_view(MessageView.from_message(user))
+        return self._start(self._round())
 
     def stop(self) -> None:
         """Stop the reply being generated; the partial reply is kept (marked stopped). Does nothing when idle."""
@@ -165,7 +176,7 @@ class ChatPanel(PanelWidgets):
         views = [i for i, v in enumerate(self.messages) if v.role == "user" and i >= self._n_prefix]
         if views:
             self._drop_views(views[-1] + 1)
-        return self._start(self._round(None))
+        return self._start(self._round())
 
     def clear(self) -> None:
         """Forget the conversation (the system prompt stays)."""
@@ -263,7 +274,14 @@ class ChatPanel(PanelWidgets):
             self._on_send_click()
 
     def _export_click(self, kind: str) -> None:
-        path = self.export_json() if kind == "json" else self.export_markdown()
+        try:
+            path = self.export_json() if kind == "json" else self.export_markdown()
+        except KanibookError as e:
+            self._set_status(str(e))
+            return
+        except OSError as e:
+            self._set_status(f"Could not write the export ({e.strerror or e}): set panel.export_dir to a writable folder.")
+            return
         mime = "application/json" if kind == "json" else "text/markdown"
         self.export_link.value = render.download_link(path.name, path.read_bytes(), mime, saved_to=str(path))
 
@@ -285,12 +303,10 @@ class ChatPanel(PanelWidgets):
 
     def _start(self, coro) -> asyncio.Task:
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+            loop = _require_loop()
+        except KanibookError:
             coro.close()
-            raise KanibookError(
-                "The chat panel needs a running event loop: use it in a Jupyter kernel, or call it from async code."
-            ) from None
+            raise
         self._stop_requested = False
         self._show_busy(True)
         self._set_status("generating…")
@@ -301,19 +317,23 @@ class ChatPanel(PanelWidgets):
     def _on_round_done(self, task: asyncio.Task) -> None:
         """Leave the controls idle however the round ended (even when cancelled before it started)."""
         self._show_busy(False)
+        history = self.kani.chat_history
+        if task.cancelled() and self._stop_requested and history and history[-1].role.value == "user":
+            # stopped before the round ran: the user's message stays, answered by an empty reply marked stopped
+            from kani import ChatMessage
+
+            reply = ChatMessage.assistant("")
+            transcript.mark_stopped(reply)
+            history.append(reply)
+            self._add_view(MessageView.from_message(reply))
         if task.cancelled() and self._status in ("generating…", "stopping…"):
             self._set_status("stopped")
 
-    async def _round(self, query: str | None) -> None:
-        from kani import ChatMessage
-
+    async def _round(self) -> None:
+        """One round from the history as it stands (send() has already added the user's message)."""
         view: MessageView | None = None
         outcome = "ready"
         try:
-            if query is not None:
-                user = ChatMessage.user(query)
-                await self.kani.add_to_history(user)
-                self._add_view(MessageView.from_message(user))
             params = {**self.settings.hyperparams(self.engine), **self.hyperparams}
             rounds = self.kani.full_round_stream(None, **params)
             async with contextlib.aclosing(rounds):  # closing releases kani's lock even when we stop early
@@ -370,6 +390,15 @@ class ChatPanel(PanelWidgets):
         transcript.mark_stopped(message)
         await self.kani.add_to_history(message)
         view.finish(message, stopped=True)
+
+
+def _require_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise KanibookError(
+            "The chat panel needs a running event loop: use it in a Jupyter kernel, or call it from async code."
+        ) from None
 
 
 def chat(

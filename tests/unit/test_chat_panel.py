@@ -509,7 +509,7 @@ def test_stop_right_after_send_leaves_the_panel_usable(demo_engine, run_async, n
     async def scenario():
         panel = kanibook.chat(demo_engine, max_new_tokens=3)
         task = panel.send("Hello")
-        panel.stop()  # before the round even started: it is cancelled, nothing half-done stays behind
+        panel.stop()  # in the same tick, before the round even started: the round is cancelled, the message kept
         await panel.wait()
         state = (task.cancelled(), panel.status, panel.stop_button.disabled, list(panel.kani.chat_history))
         panel.send("Hello again")
@@ -517,6 +517,9 @@ def test_stop_right_after_send_leaves_the_panel_usable(demo_engine, run_async, n
         return panel, state
 
     panel, (cancelled, status, stop_disabled, history) = run_async(scenario())
-    assert cancelled and status == "stopped" and stop_disabled and history == []
-    assert [m.role.value for m in panel.kani.chat_history] == ["user", "assistant"] and panel.status == "ready"
+    assert cancelled and status == "stopped" and stop_disabled
+    assert [(m.role.value, m.text) for m in history] == [("user", "Hello"), ("assistant", "")]
+    assert transcript.is_stopped(history[1])  # an empty reply, marked stopped, as %%chat does when interrupted early
+    assert [m.role.value for m in panel.kani.chat_history] == ["user", "assistant"] * 2 and panel.status == "ready"
+    assert panel.kani.chat_history[2].text == "Hello again"
     assert not demo_engine.is_generating
