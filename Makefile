@@ -41,7 +41,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not browser and not slow"
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache test-artifacts
