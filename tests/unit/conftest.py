@@ -200,3 +200,26 @@ def html_audit():
         return problems
 
     return audit
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """IPython's own test shell with ``%load_ext kanibook``."""
+    from IPython.testing.globalipapp import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "kanibook")
+    return shell
+
+
+@pytest.fixture
+def session(demo_engine):
+    """A fresh current session over the shared demo engine (not owned: closing it leaves the engine alone)."""
+    from kanibook.session import ChatSession, set_current_session
+
+    s = ChatSession(demo_engine)
+    previous = set_current_session(s)
+    yield s
+    s.close()
+    set_current_session(previous)
+    assert not demo_engine.is_generating

@@ -15,29 +15,9 @@ from IPython.utils.capture import capture_output
 from kani import ChatMessage, Kani
 
 import kanibook
-from kanibook import transcript
 from kanibook.exceptions import BadTextError, UnsavableTextError
-from kanibook.session import ChatSession, set_current_session
 
 BROKEN = "a broken emoji \ud83d here"  # the first half of a surrogate pair, alone
-
-
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "kanibook")
-    return shell
-
-
-@pytest.fixture
-def session(demo_engine):
-    s = ChatSession(demo_engine)
-    previous = set_current_session(s)
-    yield s
-    s.close()
-    set_current_session(previous)
 
 
 @pytest.fixture

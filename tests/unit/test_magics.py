@@ -29,26 +29,6 @@ HOSTILE = [
 STORY = "Write a long story about a dragon who learns to bake bread."
 
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "kanibook")
-    return shell
-
-
-@pytest.fixture
-def session(demo_engine):
-    """A fresh current session over the shared demo engine (not owned: closing it leaves the engine alone)."""
-    s = ChatSession(demo_engine)
-    previous = set_current_session(s)
-    yield s
-    s.close()
-    set_current_session(previous)
-    assert not demo_engine.is_generating
-
-
 def _chat(ip, line: str, cell: str):
     """Run %%chat and return (captured output, the display bundles in order)."""
     with capture_output() as captured:

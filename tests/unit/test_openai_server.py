@@ -78,15 +78,6 @@ def engine(server, demo_model_dir):
     return openai_engine(server, tokenizer=demo_model_dir, temperature=0)
 
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "kanibook")
-    return shell
-
-
 def test_engine_finds_the_served_model_and_its_context(engine, demo_model_dir):
     assert os.path.samefile(engine.model, demo_model_dir)  # from GET /v1/models
     assert engine.max_context_size == 8192  # from the folder's config.json
