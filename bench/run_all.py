@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from kanibook._files import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 
 #: The smallest meaningful size of each benchmark (``--quick``); every bench/bench_*.py must be listed.
@@ -58,12 +60,6 @@ def machine() -> dict:
     return info
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="each benchmark at its smallest size")
@@ -92,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report = {"quick": args.quick, "machine": info, "benchmarks": rows}
-    _write(results / f"report-{stamp}.json", json.dumps(report, indent=2))
+    write_text_atomic(results / f"report-{stamp}.json", json.dumps(report, indent=2))
     outputs = "\n".join(f"## {r['script']}\n\n```\n{r['output']}```\n" for r in rows)
-    _write(results / f"report-{stamp}.md", f"# Benchmarks {stamp}\n\n{header}\n\n" + "\n".join(lines) + "\n\n" + outputs)
+    write_text_atomic(results / f"report-{stamp}.md", f"# Benchmarks {stamp}\n\n{header}\n\n" + "\n".join(lines) + "\n\n" + outputs)
     print(f"written: bench/results/report-{stamp}.json and .md")
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 

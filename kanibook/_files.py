@@ -25,6 +25,7 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, errors: str = "stri
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; keep the old file's mode, or what open() would give
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -33,6 +34,15 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, errors: str = "stri
             pass
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def find_lone_surrogate(text: str) -> int | None:

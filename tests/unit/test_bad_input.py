@@ -103,3 +103,15 @@ def test_a_broken_config_is_one_line_without_kanis_traceback(ip, tmp_path, demo_
     assert "\n" not in str(err.value)
     printed = _printed(kani_logs) + captured.stdout + captured.stderr
     assert "Traceback" not in printed and 'File "' not in printed
+
+
+def test_atomic_writes_keep_the_files_mode(tmp_path):
+    from kanibook._files import write_text_atomic
+
+    old = tmp_path / "shared.md"
+    old.write_text("old")
+    old.chmod(0o644)
+    write_text_atomic(old, "new")
+    assert old.read_text() == "new" and old.stat().st_mode & 0o777 == 0o644
+    fresh = write_text_atomic(tmp_path / "fresh.md", "x")
+    assert fresh.stat().st_mode & 0o777 != 0o600  # what open() gives under the umask, not mkstemp's private mode
