@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", cate
 _LAZY = {
     "load": "kanibook.engine",
     "KanibookEngine": "kanibook.engine",
-    "TurnStats": "kanibook._generation",
+    "TurnStats": "kanibook.engine",
     "demo_model_path": "kanibook.demo_model",
     # the chat panel and the magics' session
     "chat": "kanibook.widgets.chat_panel",
@@ -39,7 +39,7 @@ _LAZY = {
 __all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
-    from ._generation import TurnStats
+    from .engine import TurnStats
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
     from .memory_view import estimate_memory, memory, memory_timeline

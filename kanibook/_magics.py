@@ -173,6 +173,16 @@ class KaniMagics(Magics):
 def register(ipython) -> None:
     """Register the magics with ``ipython`` (called by ``%load_ext kanibook``)."""
     ipython.register_magics(KaniMagics)
+    # A torch pool left by the cell on this (the kernel's main) thread would halve the model thread's speed; only
+    # the thread that owns it can release it, so do it after every cell (a null check when there is none).
+    if _release_after_cell not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", _release_after_cell)
+
+
+def _release_after_cell(result=None) -> None:
+    from .engine._model_thread import release_cpu_threads
+
+    release_cpu_threads()
 
 
 # ---- parsing helpers ----

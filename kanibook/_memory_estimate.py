@@ -265,7 +265,7 @@ def _config_of(src: Any, name: str | None):
     if isinstance(src, (str, os.PathLike)):
         from transformers import AutoConfig
 
-        from ._hub import check_model_available, hub_offline
+        from .engine._hub import check_model_available, hub_offline
 
         offline = check_model_available(str(src))
         try:

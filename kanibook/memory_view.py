@@ -29,7 +29,7 @@ from ._memory_sampling import (
     memory_timeline,
     memory_timeline_async,
 )
-from ._peak_memory import PeakMemoryTracker, process_rss_bytes
+from .engine._peak_memory import PeakMemoryTracker, process_rss_bytes
 from .exceptions import KanibookError
 from .render import memory as render
 

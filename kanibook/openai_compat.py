@@ -88,7 +88,7 @@ def _function_spec(f) -> dict:
 def _load_tokenizer(source: str | os.PathLike):
     from transformers import AutoTokenizer
 
-    from ._hub import hub_offline
+    from .engine._hub import hub_offline
 
     local = Path(source).is_dir()
     try:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ._quiet_logs import fold_tracebacks
 from ._session_turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly
+from .engine._model_thread import release_cpu_threads
 from .exceptions import BusyError, KanibookError, check_text
 
 __all__ = ["ChatSession", "TurnResult", "current_session", "set_current_session"]
@@ -282,6 +283,7 @@ class ChatSession:
         kani = self.kani
         turn = self._turn = _Turn(kani, message, hyperparams, self._loop)
         start = time.perf_counter()
+        release_cpu_threads()  # this thread's torch pool would slow the model thread (see engine/_model_thread)
         future = self._loop.submit(turn.run())
         future.add_done_callback(lambda _: self._turn_ended(turn))
         shown, last_shown, interrupts = "", 0.0, 0

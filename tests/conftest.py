@@ -58,9 +58,12 @@ def run_async():
 
 @pytest.fixture
 def no_leaked_threads():
-    """Fails the test if it leaves a kanibook generation thread alive."""
+    """Fails the test if it leaves a job running on the model thread, or any other kanibook thread alive."""
+    from kanibook.engine._model_thread import model_thread
+
     yield
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("kanibook-")]
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("kanibook-") and t.name != "kanibook-model"]
+    assert not model_thread().busy, "a job is still running on the model thread"
     assert not alive, f"threads left running: {alive}"
 
 

@@ -9,9 +9,10 @@ Everything kani's ``HuggingEngine`` accepts passes through unchanged (``prompt_p
 ``tokenizer_cls``, ``eos_token_id=[...]``, ``max_context_size``, ``model_load_kwargs``, ``device``, generation
 hyperparameters). What kanibook adds or mends:
 
-- ``stream()`` runs ``generate`` in a worker thread and never blocks the event loop; :meth:`KanibookEngine.stop`,
-  or cancelling the consuming task, ends ``generate`` within one token and joins the thread. A stopped turn keeps
-  its partial text.
+- ``stream()`` runs ``generate`` on kanibook's one model thread and never blocks the event loop;
+  :meth:`KanibookEngine.stop`, or cancelling the consuming task, ends ``generate`` within one token, and the stream
+  ends once the job has. A stopped turn keeps its partial text. Torch work in the notebook's own cells does not slow
+  it (see :mod:`kanibook.engine._model_thread`).
 - Every completion carries :class:`~kanibook.TurnStats` (``completion.stats``, also ``engine.last_stats``).
 - ``audio_sample_rate`` / ``audio_sr`` (what kani's documentation says) mean kani's ``mm_audio_sample_rate``,
   instead of falling silently into the generation arguments; the processor is given the sampling rate too.
@@ -34,9 +35,9 @@ with warnings.catch_warnings():  # kani's optional audio support imports pydub, 
 
 from ._generation import GenerationRun, TurnStats
 from ._hub import check_model_available, hub_offline
-from ._quiet_logs import fold_tracebacks
-from .exceptions import BusyError, KanibookError
-from .quant import load_kwargs_for
+from .._quiet_logs import fold_tracebacks
+from ..exceptions import BusyError, KanibookError
+from ..quant import load_kwargs_for
 
 __all__ = ["KanibookEngine", "KanibookCompletion", "load"]
 
@@ -173,7 +174,7 @@ def load(model_id: str | os.PathLike | None = None, *, quant=None, quant_compute
     :param kwargs: Passed to kani's ``HuggingEngine`` unchanged (see :class:`KanibookEngine`).
     """
     if model_id is None:
-        from .demo_model import demo_model_path
+        from ..demo_model import demo_model_path
 
         model_id = demo_model_path()
     quant_kwargs = load_kwargs_for(quant, quant_compute_dtype)

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .exceptions import ModelNotFoundError
+from ..exceptions import ModelNotFoundError
 
 __all__ = ["is_local_model", "check_model_available", "hub_offline"]
 

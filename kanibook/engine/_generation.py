@@ -1,10 +1,11 @@
-"""One generation in a worker thread, streamed to the asyncio loop without ever blocking it, and stoppable.
+"""One generation on the model thread, streamed to the asyncio loop without ever blocking it, and stoppable.
 
-``model.generate`` runs in a daemon thread. A streamer receives each new token id there, decodes the new text
+``model.generate`` runs as a job on kanibook's one model thread (:mod:`._model_thread`, which also keeps torch's CPU
+thread pools from slowing it). A streamer receives each new token id there, decodes the new text
 incrementally and hands it to the event loop with ``call_soon_threadsafe``; the loop only ever awaits a queue, so
 it stays free between tokens (widget clicks, other coroutines). A stopping criterion watches a
 :class:`threading.Event`: :meth:`GenerationRun.stop` (or cancelling the consuming task) ends ``generate`` after the
-token being computed, and the worker thread is joined before the stream finishes.
+token being computed, and the job has ended before the stream finishes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._model_thread import model_thread
 from ._peak_memory import PeakMemoryTracker
 
 __all__ = ["GenerationRun", "TurnStats"]
@@ -114,7 +116,7 @@ class _StopWhenRequested:
 
 
 class GenerationRun:
-    """One ``model.generate`` call in a worker thread, consumed with ``async for text in run``.
+    """One ``model.generate`` call on the model thread, consumed with ``async for text in run``.
 
     :param model: A transformers model.
     :param tokenizer: Its tokenizer (for decoding).
@@ -136,8 +138,7 @@ class GenerationRun:
         self._stop_event = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
-        self._done: asyncio.Future | None = None
-        self._thread: threading.Thread | None = None
+        self._done: asyncio.Future | None = None  # the job on the model thread, as seen from the loop
         self.text = ""
         self.error: BaseException | None = None
         self.stats: TurnStats | None = None
@@ -150,12 +151,10 @@ class GenerationRun:
     # ---- the event-loop side ----
 
     def start(self) -> None:
-        """Start the worker thread; must be called from the running event loop."""
+        """Hand the generation to the model thread; must be called from the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
-        self._done = self._loop.create_future()
-        self._thread = threading.Thread(target=self._work, name="kanibook-generate", daemon=True)
-        self._thread.start()
+        self._done = asyncio.wrap_future(model_thread().submit(self._work))
 
     def stop(self) -> None:
         """Ask the model to stop; it ends after the token being computed. Safe from any thread."""
@@ -169,13 +168,13 @@ class GenerationRun:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._done is not None and not self._done.done()
 
     def __aiter__(self):
         return self
 
     async def __anext__(self) -> str:
-        if self._thread is None:
+        if self._done is None:
             self.start()
         item = await self._queue.get()
         if item is _END:
@@ -184,19 +183,16 @@ class GenerationRun:
         return item
 
     async def finish(self) -> None:
-        """Stop if still running, and wait (without blocking the loop) until the worker thread has exited."""
-        if self._thread is None:
+        """Stop if still running, and wait (without blocking the loop) until the job on the model thread has ended."""
+        if self._done is None:
             return
         if not self._done.done():
             self.stop()
-        try:
-            await asyncio.shield(self._done)
-        finally:  # the worker has signalled its end (or we were cancelled again): the join is short and bounded
-            self._thread.join(timeout=30)
+        await asyncio.shield(self._done)
 
     def raise_if_failed(self) -> None:
         if self.error is not None:
-            from .exceptions import GenerationError
+            from ..exceptions import GenerationError
 
             raise GenerationError(
                 f"The model failed while generating ({type(self.error).__name__}: {self.error}); "
@@ -247,7 +243,6 @@ class GenerationRun:
             self._t_end = time.perf_counter()
             self.stats = self._make_stats()
             self._emit(_END)
-            self._loop.call_soon_threadsafe(_set_done, self._done)
 
     def _make_stats(self) -> TurnStats:
         t_start = self._t_start or self._t_end
@@ -266,8 +261,3 @@ class GenerationRun:
             tokens_after_stop=self._tokens_after_stop,
             stop_latency_s=None if self._t_stop is None else max(0.0, self._t_end - self._t_stop),
         )
-
-
-def _set_done(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)

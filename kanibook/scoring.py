@@ -1,0 +1,104 @@
+"""ONE teacher-forced scoring path: how probable a model finds every token of a given sequence.
+
+A single forward pass over the ids (no sampling, no generation) gives, for every position ``i >= 1``, the model's
+distribution over token ``i`` given tokens ``0..i-1``. From it this module keeps what the views and the quantization
+lab need: the log-probability and rank of the actual token, the entropy, the top-k alternatives, and (when asked)
+the whole log-softmax matrix in fp32, which the lab keeps for its KL divergences.
+
+Everything runs on kanibook's model thread (see :mod:`kanibook.engine._model_thread`); the caller's thread waits.
+Used by ``score_text`` (the prompt's side of the probabilities view) and by the quantization lab: the two must agree,
+so neither computes log-probabilities another way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TokenScores", "score_ids"]
+
+
+@dataclass
+class TokenScores:
+    """Per-token scores of one sequence under one model.
+
+    Lists are aligned with ``token_ids[1:]``: entry ``j`` is about token ``j + 1`` (the first token has no
+    prediction).
+
+    :param token_ids: The scored sequence.
+    :param logprob: ``log p(token | everything before it)``, natural log.
+    :param rank: 0 if the token was the model's top choice, 1 if second, ...
+    :param entropy: Entropy of the distribution (nats).
+    :param top_ids: The ``top_k`` most probable token ids at each position, most probable first.
+    :param top_logprobs: Their log-probabilities.
+    :param full_logprobs: The whole ``[len - 1, vocab]`` log-softmax in fp32 on the CPU (a torch tensor), only when
+        ``keep_full=True`` was passed; else None.
+    """
+
+    token_ids: list[int]
+    logprob: list[float] = field(default_factory=list)
+    rank: list[int] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+    top_ids: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    full_logprobs: Any = None
+
+    def __len__(self) -> int:
+        return len(self.logprob)
+
+    @property
+    def perplexity(self) -> float:
+        """``exp`` of the mean negative log-likelihood of the scored tokens."""
+        import math
+
+        return math.exp(-sum(self.logprob) / len(self.logprob)) if self.logprob else float("nan")
+
+
+def score_ids(
+    model,
+    token_ids,
+    *,
+    top_k: int = 5,
+    keep_full: bool = False,
+    model_inputs: dict | None = None,
+) -> TokenScores:
+    """Score every token of ``token_ids`` (a list of ints or a 1-D/``[1, n]`` tensor) under ``model``, teacher-forced.
+
+    :param model: A transformers causal LM (any device, any dtype: log-softmax is taken in fp32).
+    :param top_k: How many alternatives to keep per position.
+    :param keep_full: Keep the full fp32 log-softmax matrix (``vocab x len`` floats: 200 MB for 1,000 tokens of a
+        50k vocabulary).
+    :param model_inputs: Extra forward arguments (``attention_mask``, ``pixel_values``, ...).
+    """
+    from .engine._model_thread import model_thread
+
+    return model_thread().run(_score, model, token_ids, top_k, keep_full, model_inputs or {})
+
+
+def _score(model, token_ids, top_k: int, keep_full: bool, model_inputs: dict) -> TokenScores:
+    import torch
+
+    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(1, -1)
+    ids_list = ids[0].tolist()
+    scores = TokenScores(token_ids=ids_list)
+    if ids.shape[1] < 2:
+        return scores
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(device), **model_inputs).logits[0, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        target = ids[0, 1:].to(logp.device)
+        actual = logp.gather(-1, target[:, None])[:, 0]
+        rank = (logp > actual[:, None]).sum(-1)
+        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+        k = max(0, min(top_k, logp.shape[-1]))
+        top = logp.topk(k, dim=-1) if k else None
+    scores.logprob = actual.cpu().tolist()
+    scores.rank = rank.cpu().tolist()
+    scores.entropy = entropy.cpu().tolist()
+    if top is not None:
+        scores.top_ids = top.indices.cpu().tolist()
+        scores.top_logprobs = top.values.cpu().tolist()
+    if keep_full:
+        scores.full_logprobs = logp.cpu()
+    return scores
