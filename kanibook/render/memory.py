@@ -14,8 +14,9 @@ from . import safe
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .._memory_estimate import MemoryEstimate
-    from ..memory import MemoryReport, MemoryTimeline
+    from ..memory_view.estimate import MemoryEstimate
+    from ..memory_view.report import MemoryReport
+    from ..memory_view.sampling import MemoryTimeline
 
 __all__ = [
     "estimate_html",

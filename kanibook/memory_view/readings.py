@@ -1,59 +1,26 @@
-"""Memory, inline: what is in use now, what a model will need before it is loaded, and how it moves while one reply
-is generated.
+"""Memory readings: CUDA devices, this process, a loaded model's weights by dtype, and which model an object means.
 
-- :func:`memory` -> :class:`MemoryReport`: per CUDA device allocated / reserved / peak / total; this process's
-  resident memory and the system's; the loaded model's weights grouped by dtype (bitsandbytes tensors counted with
-  their scales).
-- :func:`estimate_memory` -> :class:`MemoryEstimate`: weights for each preset and the KV cache, from the config alone
-  (see :mod:`kanibook._memory_estimate`).
-- :class:`MemorySampler` samples in a background thread; :func:`memory_timeline` records one generation with it.
-  The live gauge is :class:`kanibook.widgets.memory_gauge.MemoryGauge`.
-
-Importing this module imports no torch. CUDA is read only where torch is already imported and CUDA already
-initialised: a memory reading never creates a CUDA context.
+The lowest layer of :mod:`kanibook.memory_view`: the estimate, the sampling and the report build on it; it imports
+none of them. Importing it imports no torch. CUDA is read only where torch is already imported and CUDA already
+initialised: a reading never creates a CUDA context.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ._memory_estimate import MeasuredWeights, MemoryEstimate, PresetEstimate, estimate_memory
-from ._memory_sampling import (
-    MemoryReader,
-    MemorySample,
-    MemorySampler,
-    MemoryTimeline,
-    memory_timeline,
-    memory_timeline_async,
-)
-from .engine._peak_memory import PeakMemoryTracker, process_rss_bytes
-from .exceptions import KanibookError
-from .render import memory as render
+from ..exceptions import KanibookError
 
 __all__ = [
     "DeviceMemory",
-    "MeasuredWeights",
-    "MemoryEstimate",
-    "MemoryReader",
-    "MemoryReport",
-    "MemorySample",
-    "MemorySampler",
-    "MemoryTimeline",
-    "PeakMemoryTracker",
-    "PresetEstimate",
     "ProcessMemory",
     "WeightFootprint",
     "WeightGroup",
     "cuda_memory",
-    "estimate_memory",
-    "memory",
-    "memory_timeline",
-    "memory_timeline_async",
     "process_memory",
-    "process_rss_bytes",
     "resolve_model",
     "weight_footprint",
 ]
@@ -285,7 +252,7 @@ def _model_preset(bytes_by_preset: dict[str, int]) -> str | None:
 def _session_engine():
     """The engine of the current kanibook session (the magics' one), if there is such a session."""
     try:
-        from .session import current_session
+        from ..session import current_session
     except ImportError:
         return None
     try:
@@ -343,46 +310,3 @@ def _module_device(model) -> str | None:
     for p in model.parameters():
         return str(p.device)
     return None
-
-
-# ---- the report ------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """Memory in use now. Displays itself in notebooks (HTML) and prints as text."""
-
-    devices: tuple[DeviceMemory, ...]
-    process: ProcessMemory | None
-    weights: WeightFootprint | None = None
-    model_name: str | None = None
-    cuda_note: str | None = None
-    element_id: str | None = field(default=None, compare=False)
-
-    def _repr_html_(self) -> str:
-        return render.report_html(self, self.element_id)
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        return {"text/plain": render.report_text(self), "text/html": self._repr_html_()}
-
-    def __str__(self) -> str:
-        return render.report_text(self)
-
-
-def memory(engine: Any = None, *, element_id: str | None = None) -> MemoryReport:
-    """Memory in use now: each CUDA device, this process, and the loaded model's weights by dtype.
-
-    :param engine: A kanibook engine, a kani ``Kani``, or a transformers model; None for the current session's
-        engine (if any).
-    :param element_id: An id for the root HTML element (deterministic output).
-    """
-    model, name, _ = resolve_model(engine)
-    devices, note = cuda_memory()
-    return MemoryReport(
-        devices=tuple(devices),
-        process=process_memory(),
-        weights=None if model is None else weight_footprint(model),
-        model_name=name,
-        cuda_note=note,
-        element_id=element_id,
-    )

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import KanibookError
-from .quant import PRESETS
+from ..exceptions import KanibookError
+from ..quant import PRESETS
+from .readings import resolve_model, weight_footprint
 
 __all__ = ["MeasuredWeights", "MemoryEstimate", "PresetEstimate", "estimate_memory"]
 
@@ -111,17 +112,17 @@ class MemoryEstimate:
         raise KanibookError(f"No estimate for preset {preset!r}: use one of {', '.join(r.preset for r in self.rows)}.")
 
     def _repr_html_(self) -> str:
-        from .render.memory import estimate_html
+        from ..render.memory import estimate_html
 
         return estimate_html(self, self.element_id)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        from .render.memory import estimate_text
+        from ..render.memory import estimate_text
 
         return {"text/plain": estimate_text(self), "text/html": self._repr_html_()}
 
     def __str__(self) -> str:
-        from .render.memory import estimate_text
+        from ..render.memory import estimate_text
 
         return estimate_text(self)
 
@@ -168,7 +169,6 @@ def estimate_memory(
         compared model's embedding dtype, else the config's ``dtype``, else float32 (what ``from_pretrained`` does).
     :param element_id: An id for the root HTML element (deterministic output).
     """
-    from .memory_view import resolve_model, weight_footprint
 
     if batch_size < 1:
         raise KanibookError(f"batch_size must be at least 1, not {batch_size}.")
@@ -247,7 +247,6 @@ def _loaded(obj):
     """The loaded model behind an engine / Kani / model, or None for a config or a path."""
     if obj is None or isinstance(obj, (str, os.PathLike)) or type(obj).__name__.endswith("Config"):
         return None
-    from .memory_view import resolve_model
 
     try:
         model, _, _ = resolve_model(obj)
@@ -265,7 +264,7 @@ def _config_of(src: Any, name: str | None):
     if isinstance(src, (str, os.PathLike)):
         from transformers import AutoConfig
 
-        from .engine._hub import check_model_available, hub_offline
+        from ..engine._hub import check_model_available, hub_offline
 
         offline = check_model_available(str(src))
         try:

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exceptions import KanibookError
-from .render import memory as render
+from ..exceptions import KanibookError
+from ..render import memory as render
+from .readings import resolve_model
 
 __all__ = [
     "MemoryReader",
@@ -210,7 +211,6 @@ async def memory_timeline_async(
     """
     engine = _engine_of(engine)
     messages = _as_messages(messages_or_prompt)
-    from .memory_view import resolve_model
 
     _, name, device = resolve_model(engine)
     sampler = MemorySampler(device, interval)
