@@ -1,7 +1,8 @@
 """Benchmark (not a test): the kanibook engine's streaming and the demo model's load, against baselines in the same run.
 
 1. Streamed tokens/s through ``KanibookEngine.stream`` vs a bare ``model.generate`` of the same length (greedy,
-   ``min_new_tokens`` = ``max_new_tokens`` so every run makes exactly N tokens); kani 1.10's own
+   ``min_new_tokens`` = ``max_new_tokens`` so every run makes exactly N tokens) called from the main thread, as a
+   notebook cell would, after the work a notebook does first (``_common.notebook_work``); kani 1.10's own
    ``HuggingEngine.stream`` is measured too, for reference. Runs alternate, best of R.
 2. Loading the demo model from kanibook's cache vs loading the GGUF directly with transformers.
 
@@ -13,42 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import threading
 import time
 
 import torch
 from kani import ChatMessage
 from kani.engines.huggingface import HuggingEngine
+from _common import bare_generate, figure, notebook_work
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import kanibook
 from kanibook.demo_model import demo_gguf_path, demo_model_path
 
 PROMPT = [ChatMessage.user("Write a long story about a lighthouse keeper and a storm.")]
-
-
-def bare_generate(engine, n: int) -> float:
-    """A bare ``model.generate`` of exactly n tokens, timed in a worker thread as the engine runs it.
-
-    (On this 2-core machine, torch on the main thread can run several times slower than in a worker thread when
-    anything else is busy, which would flatter the ratio; the thread makes the comparison like for like.)
-    """
-    inputs, input_len, hp = engine._get_generate_args(engine.build_prompt(PROMPT))
-    hp = {**hp, "max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
-    hp.pop("max_length", None)
-    result = {}
-
-    def work():
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = engine.model.generate(**inputs, **hp)
-        result["elapsed"] = time.perf_counter() - start
-        assert out.shape[1] - input_len == n
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    return n / result["elapsed"]
 
 
 def streamed(engine, n: int) -> float:
@@ -121,27 +98,29 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"cuda={torch.cuda.is_available()}")
     engine = kanibook.load()
+    notebook_work(engine, PROMPT)
     streamed(engine, 8)  # warm-up
-    bare_generate(engine, 8)
+    bare_generate(engine, PROMPT, 8)
     rates = {"bare generate": [], "kanibook stream": [], "kani 1.10 stream": []}
     for _ in range(args.repeats):
-        rates["bare generate"].append(bare_generate(engine, args.tokens))
+        rates["bare generate"].append(args.tokens / bare_generate(engine, PROMPT, args.tokens)[0])
         rates["kanibook stream"].append(streamed(engine, args.tokens))
         rates["kani 1.10 stream"].append(kani_streamed(engine, args.tokens))
     base = max(rates["bare generate"])
-    print(f"\nstreaming, demo model, greedy, {args.tokens} tokens, best of {args.repeats} (alternating)")
-    print(f"{'':20} {'tok/s':>8} {'ratio':>7}")
-    for name, values in rates.items():
-        print(f"{name:20} {max(values):8.2f} {max(values) / base:7.3f}")
+    print(f"\nstreaming, demo model, greedy, {args.tokens} tokens, best of {args.repeats} (alternating); "
+          "baseline: bare generate on the main thread")
+    figure("kanibook stream tok/s", max(rates["kanibook stream"]), base, unit="tok/s",
+           baseline_name="bare generate, main thread", target=0.97)
+    figure("kani 1.10 HuggingEngine.stream tok/s", max(rates["kani 1.10 stream"]), base, unit="tok/s",
+           baseline_name="bare generate, main thread")
     del engine
     cache, direct = load_times(args.load_repeats)
     print(f"\ndemo model load, best of {args.load_repeats}")
-    print(f"{'from kanibook cache':20} {cache:7.2f} s")
-    print(f"{'GGUF directly':20} {direct:7.2f} s   (cache is {direct / cache:.1f}x faster)")
+    figure("demo model load from kanibook's cache, warm process", cache, direct, unit="s",
+           baseline_name="GGUF directly", target=0.5, higher_is_better=False)
     cold_cache, cold_direct = cold_load_times()
-    print("demo model load in a fresh process (imports included)")
-    print(f"{'from kanibook cache':20} {cold_cache:7.2f} s")
-    print(f"{'GGUF directly':20} {cold_direct:7.2f} s   (cache is {cold_direct / cold_cache:.1f}x faster)")
+    figure("demo model load from kanibook's cache, fresh process", cold_cache, cold_direct, unit="s",
+           baseline_name="GGUF directly", target=0.5, higher_is_better=False)
 
 
 if __name__ == "__main__":

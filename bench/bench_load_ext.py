@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import figure
+
 _SNIPPET = """
 import json, sys, time
 from IPython.testing.globalipapp import get_ipython
@@ -62,7 +64,9 @@ def main() -> None:
             f"(min {min(values) * 1e3:.1f}, max {max(values) * 1e3:.1f}, n={len(values)})"
         )
     ratio = statistics.median(times["%load_ext kanibook"]) / statistics.median(times["import ipywidgets"])
-    print(f"ratio load_ext / import ipywidgets: {ratio:.3f}")
+    figure("%load_ext kanibook, fresh process (median)", statistics.median(times["%load_ext kanibook"]) * 1e3,
+           statistics.median(times["import ipywidgets"]) * 1e3, unit="ms", baseline_name="import ipywidgets",
+           target=1.0, higher_is_better=False)
     print(f"heavy modules imported by %load_ext: {sorted(heavy) or 'none'}")
 
 

@@ -25,39 +25,11 @@ import asyncio
 import os
 import platform
 import statistics
-import threading
 import time
 
+from _common import bare_generate, figure, notebook_work
+
 PROMPT = "Write a long story about a dragon who learns to bake bread."
-
-
-def bare_generate(engine, messages, n: int, *, on_main: bool = False) -> tuple[float, list[int]]:
-    """Time a plain ``model.generate`` of exactly ``n`` tokens (no streamer, no loop, no kani).
-
-    By default it runs in a fresh worker thread, as the engine's own generation does: on this 2-core machine under
-    load, ``generate`` on the main thread measured 1.3-6x slower than in a worker with torch's 2 threads (equal
-    with one thread), an OpenMP effect that has nothing to do with the panel.
-    """
-    import torch
-
-    inputs, input_len, hp = engine._get_generate_args(
-        engine.build_prompt(messages), max_new_tokens=n, min_new_tokens=n, do_sample=False
-    )
-    result = {}
-
-    def work():
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = engine.model.generate(**inputs, **hp)
-        result["s"], result["ids"] = time.perf_counter() - start, out[0][input_len:].tolist()
-
-    if on_main:
-        work()
-    else:
-        thread = threading.Thread(target=work)
-        thread.start()
-        thread.join()
-    return result["s"], result["ids"]
 
 
 async def panel_round(panel, n: int) -> dict:
@@ -110,14 +82,15 @@ async def run(args) -> None:
     panel = kanibook.chat(engine, max_new_tokens=n, hyperparams={"min_new_tokens": n})
     load_before = os.getloadavg()
 
+    notebook_work(engine, messages)  # the baseline runs like a user's cell: on the main thread, after notebook work
     bare_generate(engine, messages, 4)  # warm-up, untimed
     await panel_round(panel, n)
     bare_n, bare_1, rounds = [], [], []
     reference: list[int] = []
     for _ in range(args.trials):
-        t, reference = bare_generate(engine, messages, n, on_main=args.bare_on_main)
+        t, reference = bare_generate(engine, messages, n)
         bare_n.append(t)
-        bare_1.append(bare_generate(engine, messages, 1, on_main=args.bare_on_main)[0])
+        bare_1.append(bare_generate(engine, messages, 1)[0])
         rounds.append(await panel_round(panel, n))
     text = engine.tokenizer.decode([i for i in reference if i != engine.tokenizer.eos_token_id]).strip()
     same_text = all(r["view"].message.text == text for r in rounds)
@@ -135,8 +108,8 @@ async def run(args) -> None:
     e2e = n / median(r["elapsed"] for r in rounds)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"python {platform.python_version()}, torch {torch.__version__}; bare generate on "
-          f"{'the main' if args.bare_on_main else 'a worker'} thread; load average "
+          f"python {platform.python_version()}, torch {torch.__version__}; bare generate on the main thread; "
+          "load average "
           f"{load_before[0]:.1f} -> {load_after[0]:.1f}")  # fmt: skip
     print(f"demo model, greedy, {n} new tokens, {args.trials} interleaved trials (medians); "
           f"panel text == bare generate: {same_text}; same prompt length: {same_prompt}\n")  # fmt: skip
@@ -149,11 +122,16 @@ async def run(args) -> None:
     ]
     for label, ours, bare in rows:
         print(f"| {label} | {ours:.1f} | {bare:.1f} | {ours / bare:.3f} |")
+    figure("panel decode tok/s shown under the reply", shown, bare_decode, unit="tok/s",
+           baseline_name="bare decode, main thread", target=0.95)
+    figure("panel end to end tok/s (Send click -> rendered)", e2e, bare_e2e, unit="tok/s",
+           baseline_name="bare generate, main thread", target=0.95)
     print(f"\nStop button after {args.stop_after} streamed pieces, {args.stop_trials} trials:\n")
     print("| stop | median | max |")
     print("|---|---|---|")
     after = [s["tokens_after"] for s in stops]
     print(f"| tokens after the click | {median(after):.0f} | {max(after)} |")
+    figure("Stop: tokens after the click (worst trial)", max(after), unit="tokens", target=1, higher_is_better=False)
     for key, label in (("engine_ms", "click -> generate ended (ms)"), ("idle_ms", "click -> panel idle (ms)")):
         values = [s[key] for s in stops]
         print(f"| {label} | {median(values):.0f} | {max(values):.0f} |")
@@ -168,7 +146,6 @@ def main() -> None:
     parser.add_argument("--stop-trials", type=int, default=5, help="Stop trials (default 5)")
     parser.add_argument("--stop-after", type=int, default=8, help="streamed pieces before Stop (default 8)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--bare-on-main", action="store_true", help="run the bare generate on the main thread")
     asyncio.run(run(parser.parse_args()))
 
 

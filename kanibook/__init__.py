@@ -23,6 +23,7 @@ _LAZY = {
     "load": "kanibook.engine",
     "KanibookEngine": "kanibook.engine",
     "TurnStats": "kanibook.engine",
+    "release_cpu_threads": "kanibook.engine._model_thread",
     "demo_model_path": "kanibook.demo_model",
     # the chat panel and the magics' session
     "chat": "kanibook.widgets.chat_panel",
@@ -40,6 +41,7 @@ __all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .engine import TurnStats
+    from .engine._model_thread import release_cpu_threads
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
     from .memory_view import estimate_memory, memory, memory_timeline

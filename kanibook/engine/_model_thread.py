@@ -44,6 +44,8 @@ _gomp_lock = threading.Lock()
 def _find_gomp():
     """The libgomp that torch loaded (a ctypes handle with ``omp_pause_resource_all``), or False."""
     global _gomp
+    if "torch" not in sys.modules:
+        return False  # nothing loaded libgomp yet: look again once torch is imported
     if _gomp is None:
         with _gomp_lock:
             if _gomp is None:
@@ -74,9 +76,7 @@ def release_cpu_threads() -> bool:
     Cheap when there is nothing to release (no torch imported, or no pool: a null check inside libgomp). Safe while
     other threads compute: libgomp touches only the calling thread's pool.
     """
-    if "torch" not in sys.modules:
-        return False  # no torch, no OpenMP pool
-    pause = _find_gomp()
+    pause = _find_gomp()  # no torch, no OpenMP pool
     if not pause:
         return False
     return pause(_OMP_PAUSE_SOFT) == 0

@@ -75,6 +75,10 @@ _RUN_ALL_ENDED_JS = """() => {
     && prompts.some(p => /\\[\\d+\\]/.test(p));
 }"""
 
+# Run All has started: some code cell is queued, running or done
+_RUN_ALL_STARTED_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
+  .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -232,8 +236,15 @@ class NotebookPage:
 
         Fails at once, with the traceback, if a cell raises.
         """
-        self.page.locator(".lm-MenuBar-item").filter(has_text=re.compile(r"^\s*Run\s*$")).first.click()
-        self.page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        for attempt in range(3):  # a menu click can be lost while the page is still settling: check it took
+            self.page.locator(".lm-MenuBar-item").filter(has_text=re.compile(r"^\s*Run\s*$")).first.click()
+            self.page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+            try:
+                self.page.wait_for_function(_RUN_ALL_STARTED_JS, timeout=15_000, polling=100)
+                break
+            except PlaywrightError:
+                if attempt == 2:
+                    raise AssertionError(f"Run All never started a cell (3 tries)\n{self.describe()}") from None
         try:
             self.page.wait_for_function(_RUN_ALL_ENDED_JS, timeout=timeout * 1000, polling=250)
         except PlaywrightError as error:
