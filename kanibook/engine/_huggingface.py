@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # kani's optional audio support imports pydub, 
     from kani.engines.huggingface import HuggingEngine
 
 from ._generation import GenerationRun, TurnStats
+from ._gguf import gguf_model_path, is_gguf
 from ._hub import check_model_available, hub_offline
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError
@@ -164,10 +165,19 @@ class KanibookEngine(HuggingEngine):
         return completion
 
 
-def load(model_id: str | os.PathLike | None = None, *, quant=None, quant_compute_dtype: str | None = None, **kwargs):
+def load(
+    model_id: str | os.PathLike | None = None,
+    *,
+    quant=None,
+    quant_compute_dtype: str | None = None,
+    gguf_file: str | None = None,
+    **kwargs,
+):
     """Load a local Hugging Face chat model as a kanibook engine (a kani ``HuggingEngine``) in one line.
 
-    :param model_id: A Hugging Face model id or a local folder; None for the embedded demo model (offline).
+    :param model_id: A Hugging Face model id, a local folder, or a ``.gguf`` file; None for the embedded demo model
+        (offline). A GGUF file is converted once into kanibook's cache (see :mod:`kanibook.engine._gguf`).
+    :param gguf_file: The GGUF file's name, for a folder or id that holds several.
     :param quant: A quantization preset (``"int8"``, ``"nf4"``, ``"nf4-dq"``, ``"fp4"``, ``"fp4-dq"``, or a dtype:
         ``"fp32"``, ``"bf16"``, ``"fp16"``) or a ``transformers.BitsAndBytesConfig``.
     :param quant_compute_dtype: The compute dtype of 4-bit presets (default ``"bfloat16"``).
@@ -177,6 +187,8 @@ def load(model_id: str | os.PathLike | None = None, *, quant=None, quant_compute
         from ..demo_model import demo_model_path
 
         model_id = demo_model_path()
+    elif gguf_file is not None or str(model_id).lower().endswith(".gguf") or is_gguf(model_id):
+        model_id = gguf_model_path(model_id, gguf_file)
     quant_kwargs = load_kwargs_for(quant, quant_compute_dtype)
     if quant_kwargs:
         model_load_kwargs = dict(kwargs.pop("model_load_kwargs", None) or {})

