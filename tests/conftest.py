@@ -30,7 +30,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def demo_model_dir():
-    """The demo model's Hugging Face folder (built once into kanibook's cache)."""
+    """The demo model's Hugging Face folder (built once into kanibook's cache).
+
+    ``$KANIBOOK_TEST_MODEL`` names another folder of the same architecture instead: bench/gpu_check.sh points it at
+    random weights built on a GPU machine that cannot fetch the demo model.
+    """
+    if os.environ.get("KANIBOOK_TEST_MODEL"):
+        from pathlib import Path
+
+        return Path(os.environ["KANIBOOK_TEST_MODEL"])
     from kanibook.demo_model import demo_model_path
 
     return demo_model_path(progress=False)
