@@ -21,7 +21,16 @@ from pathlib import Path
 
 from ..exceptions import KanibookError
 
-__all__ = ["MANIFEST", "cache_root", "convert_gguf", "gguf_model_path", "is_gguf", "is_valid_model_dir", "sha256"]
+__all__ = [
+    "MANIFEST",
+    "cache_root",
+    "convert_gguf",
+    "gguf_model_path",
+    "gguf_tokenizer",
+    "is_gguf",
+    "is_valid_model_dir",
+    "sha256",
+]
 
 MANIFEST = "kanibook-manifest.json"
 FORMAT_VERSION = 3  # 3: no leftover GGUF quantization_config in config.json
@@ -54,9 +63,7 @@ def gguf_model_path(model_id: str | os.PathLike, gguf_file: str | None = None, *
     :param progress: Show a progress bar while converting (first use only).
     """
     gguf = _locate(str(model_id), gguf_file)
-    stat = gguf.stat()  # the folder is keyed on the file's path, size and mtime: a changed file converts anew
-    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_root() / "gguf-models" / f"{gguf.stem}-{key}"
+    target = cache_root() / "gguf-models" / _folder_name(gguf)
     if is_valid_model_dir(target):
         return target
     with _Steps(f"GGUF {gguf.name}", enabled=progress) as steps:
@@ -65,6 +72,35 @@ def gguf_model_path(model_id: str | os.PathLike, gguf_file: str | None = None, *
         steps.advance("converting GGUF to Hugging Face format (once)")
         convert_gguf(gguf, target, source=str(gguf), digest=digest)
     return target
+
+
+def gguf_tokenizer(model_id: str | os.PathLike, gguf_file: str | None = None):
+    """The Hugging Face tokenizer (with the chat template) a GGUF file carries, read once and kept in the cache.
+
+    Reading it from the GGUF takes seconds (the whole vocabulary is converted); later calls load the saved copy.
+    """
+    from transformers import AutoTokenizer
+
+    gguf = _locate(str(model_id), gguf_file)
+    target = cache_root() / "gguf-tokenizers" / _folder_name(gguf)
+    if (target / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(target))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # whole or not at all
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another process saved it first, or the disk is full: still usable
+    return tokenizer
+
+
+def _folder_name(gguf: Path) -> str:
+    """The cache folder of a GGUF file: keyed on its path, size and mtime, so a changed file converts anew."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return f"{gguf.stem}-{key}"
 
 
 def _locate(model_id: str, gguf_file: str | None) -> Path:

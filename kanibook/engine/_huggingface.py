@@ -171,6 +171,7 @@ def load(
     quant=None,
     quant_compute_dtype: str | None = None,
     gguf_file: str | None = None,
+    backend: str = "transformers",
     **kwargs,
 ):
     """Load a local Hugging Face chat model as a kanibook engine (a kani ``HuggingEngine``) in one line.
@@ -178,11 +179,18 @@ def load(
     :param model_id: A Hugging Face model id, a local folder, or a ``.gguf`` file; None for the embedded demo model
         (offline). A GGUF file is converted once into kanibook's cache (see :mod:`kanibook.engine._gguf`).
     :param gguf_file: The GGUF file's name, for a folder or id that holds several.
+    :param backend: ``"transformers"`` (kani's ``HuggingEngine``), or ``"llama.cpp"`` to run a GGUF file natively
+        with kani's ``LlamaCppEngine`` (needs ``pip install 'kanibook[llamacpp]'``; ``quant`` does not apply: the
+        file's own quantization is used).
     :param quant: A quantization preset (``"int8"``, ``"nf4"``, ``"nf4-dq"``, ``"fp4"``, ``"fp4-dq"``, or a dtype:
         ``"fp32"``, ``"bf16"``, ``"fp16"``) or a ``transformers.BitsAndBytesConfig``.
     :param quant_compute_dtype: The compute dtype of 4-bit presets (default ``"bfloat16"``).
     :param kwargs: Passed to kani's ``HuggingEngine`` unchanged (see :class:`KanibookEngine`).
     """
+    if backend in ("llama.cpp", "llamacpp", "llama-cpp"):
+        return _load_llamacpp(model_id, gguf_file, quant, kwargs)
+    if backend != "transformers":
+        raise KanibookError(f"Unknown backend {backend!r}: use 'transformers' or 'llama.cpp'.")
     if model_id is None:
         from ..demo_model import demo_model_path
 
@@ -197,6 +205,24 @@ def load(
             raise KanibookError(f"Pass quant= or model_load_kwargs[{clash[0]!r}], not both.")
         kwargs["model_load_kwargs"] = {**model_load_kwargs, **quant_kwargs}
     return KanibookEngine(model_id, **kwargs)
+
+
+def _load_llamacpp(model_id, gguf_file: str | None, quant, kwargs: dict):
+    """A GGUF file (the embedded model's own when ``model_id`` is None) run natively by llama.cpp."""
+    from ._gguf import _locate
+
+    if quant is not None:
+        raise KanibookError("quant= does not apply to backend='llama.cpp': the GGUF file's own quantization is used.")
+    if model_id is None:
+        from ..demo_model import demo_gguf_path
+
+        model_id = demo_gguf_path()
+    path = _locate(str(model_id), gguf_file)
+    from ._llamacpp import KanibookLlamaCppEngine
+
+    load_kwargs = {"n_threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    load_kwargs.update(kwargs.pop("model_load_kwargs", None) or {})
+    return KanibookLlamaCppEngine(path, model_load_kwargs=load_kwargs, **kwargs)
 
 
 def _one_sample_rate(*rates: int | None) -> int | None:

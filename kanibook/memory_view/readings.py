@@ -20,6 +20,7 @@ __all__ = [
     "WeightFootprint",
     "WeightGroup",
     "cuda_memory",
+    "native_engine",
     "process_memory",
     "resolve_model",
     "weight_footprint",
@@ -295,6 +296,15 @@ def resolve_model(obj: Any) -> tuple[Any, str | None, str | None]:
         f"Expected a kanibook engine, a kani Kani or a transformers model, not {type(obj).__name__}: "
         "pass e.g. kanibook.load() or engine.model."
     )
+
+
+def native_engine(obj: Any):
+    """The engine, if ``obj`` is (or wraps) one whose model is not a torch module (llama.cpp's), else None."""
+    for candidate in (obj, getattr(obj, "engine", None), getattr(getattr(obj, "kani", None), "engine", None)):
+        model = getattr(candidate, "model", None)
+        if model is not None and type(model).__module__.split(".")[0] == "llama_cpp":
+            return candidate
+    return None
 
 
 def _is_module(obj) -> bool:

@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..render import memory as render
-from .readings import DeviceMemory, ProcessMemory, WeightFootprint, cuda_memory, process_memory, resolve_model, weight_footprint
+from .readings import (
+    DeviceMemory,
+    ProcessMemory,
+    WeightFootprint,
+    cuda_memory,
+    native_engine,
+    process_memory,
+    resolve_model,
+    weight_footprint,
+)
 
 __all__ = ["MemoryReport", "memory"]
 
@@ -20,6 +29,7 @@ class MemoryReport:
     weights: WeightFootprint | None = None
     model_name: str | None = None
     cuda_note: str | None = None
+    weights_note: str | None = None
     element_id: str | None = field(default=None, compare=False)
 
     def _repr_html_(self) -> str:
@@ -39,7 +49,8 @@ def memory(engine: Any = None, *, element_id: str | None = None) -> MemoryReport
         engine (if any).
     :param element_id: An id for the root HTML element (deterministic output).
     """
-    model, name, _ = resolve_model(engine)
+    native = native_engine(engine)
+    model, name, _ = (None, getattr(native, "model_id", None), None) if native is not None else resolve_model(engine)
     devices, note = cuda_memory()
     return MemoryReport(
         devices=tuple(devices),
@@ -47,5 +58,9 @@ def memory(engine: Any = None, *, element_id: str | None = None) -> MemoryReport
         weights=None if model is None else weight_footprint(model),
         model_name=name,
         cuda_note=note,
+        weights_note=None if native is None else (
+            "llama.cpp holds this model's weights outside torch: they are part of the process's memory above "
+            "(memory-mapped from the GGUF file); no per-dtype breakdown applies."
+        ),
         element_id=element_id,
     )

@@ -138,6 +138,8 @@ def report_html(report: MemoryReport, element_id: str | None = None) -> str:
             + f'<td style="{_LEFT}">{_bar(p.rss, p.system_total)}</td></tr>'
         )
         parts.append(f'<table style="{_TABLE}">{"".join(rows)}</table>')
+    if report.weights_note:
+        parts.append(f'<div style="{_MUTED}">{safe.text(report.weights_note)}</div>')
     w = report.weights
     if w is not None:
         parts.append(f'<div style="{_HEAD}">Model weights by dtype{_preset_suffix_html(w.preset)}</div>')
@@ -207,6 +209,8 @@ def report_text(report: MemoryReport) -> str:
             f"  process: RSS {format_bytes(p.rss)}, peak RSS {format_bytes(p.peak_rss)}; system "
             f"{format_bytes(p.system_available)} available of {format_bytes(p.system_total)}"
         )
+    if report.weights_note:
+        lines.append(f"  {safe.clean_chars(report.weights_note)}")
     w = report.weights
     if w is not None:
         lines.append(f"  model weights: {format_bytes(w.total_bytes)}" + (f" ({w.preset})" if w.preset else ""))
