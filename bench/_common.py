@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-__all__ = ["bare_generate", "figure", "notebook_work"]
+__all__ = ["bare_generate", "figure", "notebook_work", "panel_round"]
 
 
 def figure(
@@ -73,3 +73,18 @@ def notebook_work(engine, messages) -> None:
     (a @ a).sum().item()  # the user's own cell
     kanibook.show_prompt(engine, messages)
     kanibook.memory(engine)
+
+
+async def panel_round(panel, text: str, n: int):
+    """One round of the chat panel from a cleared conversation: (seconds from the Send click to the rendered reply
+    with the loop idle, the reply's message view). Checks the reply has exactly ``n`` tokens."""
+    panel.clear()
+    await panel.wait()
+    panel.input.value = text
+    start = time.perf_counter()
+    panel.send_button.click()
+    await panel.wait()
+    elapsed = time.perf_counter() - start
+    view = panel.messages[-1]
+    assert view.stats.completion_tokens == n, view.stats
+    return elapsed, view

@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--load-repeats", type=int, default=2)
+    parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process loads (quick mode)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"cuda={torch.cuda.is_available()}")
@@ -118,6 +119,8 @@ def main() -> None:
     print(f"\ndemo model load, best of {args.load_repeats}")
     figure("demo model load from kanibook's cache, warm process", cache, direct, unit="s",
            baseline_name="GGUF directly", target=0.5, higher_is_better=False)
+    if args.no_cold:
+        return
     cold_cache, cold_direct = cold_load_times()
     figure("demo model load from kanibook's cache, fresh process", cold_cache, cold_direct, unit="s",
            baseline_name="GGUF directly", target=0.5, higher_is_better=False)

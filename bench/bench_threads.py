@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 import torch
-from _common import bare_generate, figure, notebook_work
+from _common import bare_generate, figure, notebook_work, panel_round
 from kani import ChatMessage
 
 import kanibook
@@ -45,14 +45,6 @@ async def stream(engine, n: int) -> tuple[float, float | None]:
             stats = item.stats
     assert stats.completion_tokens == n, stats
     return n / (time.perf_counter() - start), stats.tokens_per_second
-
-
-async def panel_round(engine, n: int) -> None:
-    panel = kanibook.chat(engine, max_new_tokens=n, hyperparams={"min_new_tokens": n})
-    panel.input.value = "Tell me about lighthouses."
-    panel.send_button.click()
-    await panel.wait()
-    panel.close()
 
 
 def bandwidth_bytes_per_s(size_mb: int) -> float:
@@ -83,7 +75,9 @@ async def run(args) -> None:
     keep("fresh", await stream(engine, n))  # nothing has run torch on this thread yet
     notebook_work(engine, PROMPT)
     keep("after main-thread torch", await stream(engine, n))
-    await panel_round(engine, n)
+    panel = kanibook.chat(engine, max_new_tokens=n, hyperparams={"min_new_tokens": n})
+    await panel_round(panel, "Tell me about lighthouses.", n)
+    panel.close()
     keep("after a panel round", await stream(engine, n))
     for _ in range(args.alternations):
         bare.append(n / bare_generate(engine, PROMPT, n)[0])

@@ -65,6 +65,30 @@ def run_async():
 
 
 @pytest.fixture
+def ticking():
+    """``ticks, result = await ticking(coro)``: runs ``coro`` while a 5 ms ticker on the same loop counts its ticks
+    (a loop blocked between tokens hardly ticks)."""
+
+    async def run(coro):
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.get_running_loop().create_task(ticker())
+        try:
+            result = await coro
+        finally:
+            task.cancel()
+        return ticks, result
+
+    return run
+
+
+@pytest.fixture
 def no_leaked_threads():
     """Fails the test if it leaves a job running on the model thread, or any other kanibook thread alive."""
     from kanibook.engine._model_thread import model_thread

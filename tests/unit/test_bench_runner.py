@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -26,3 +32,18 @@ def test_the_makefile_bench_target_runs_the_report():
     makefile = (BENCH.parent / "Makefile").read_text()
     assert "bench/run_all.py $(if $(QUICK),--quick)" in makefile
     assert (BENCH / "run_all.py").exists()
+
+
+@pytest.mark.slow
+def test_the_quick_report_runs_every_benchmark_and_reports_its_figures(tmp_path):
+    """`make bench QUICK=1`, once per test run: every script exits 0 and reports figures into the one table."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick"], capture_output=True, text=True,
+                            timeout=900, cwd=BENCH.parent)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    report = json.loads(sorted((BENCH / "results").glob("report-*.json"))[-1].read_text())
+    assert report["quick"] and {r["script"] for r in report["benchmarks"]} == set(_runner().QUICK_ARGS)
+    assert all(r["exit"] == 0 and r["figures"] > 0 for r in report["benchmarks"]), report["benchmarks"]
+    assert "| figure | value | baseline | ratio | target | met |" in result.stdout
+    print(f"\nquick bench: {elapsed:.0f} s")

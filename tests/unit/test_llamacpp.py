@@ -3,8 +3,6 @@ panel and the session, and says clearly what does not apply. Uses the embedded m
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from kani import ChatMessage, Kani
 
@@ -49,17 +47,8 @@ def test_exactly_n_tokens_in_either_vocabulary(llama_engine, run_async):
     assert n == 16 and text
 
 
-def test_the_loop_stays_free_and_stop_keeps_the_partial_reply(llama_engine, run_async):
-    async def main():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        tick_task = asyncio.create_task(ticker())
+def test_the_loop_stays_free_and_stop_keeps_the_partial_reply(llama_engine, run_async, ticking):
+    async def stream():
         pieces, completion = [], None
         async for item in llama_engine.stream(QUESTION, max_new_tokens=400, min_new_tokens=400):
             if isinstance(item, str):
@@ -68,10 +57,9 @@ def test_the_loop_stays_free_and_stop_keeps_the_partial_reply(llama_engine, run_
                     llama_engine.stop()
             else:
                 completion = item
-        tick_task.cancel()
-        return ticks, pieces, completion
+        return pieces, completion
 
-    ticks, pieces, completion = run_async(main())
+    ticks, (pieces, completion) = run_async(ticking(stream()))
     stats = completion.stats
     assert stats.stopped and 8 <= stats.completion_tokens <= 10  # within a token or two of the click
     assert completion.message.text == "".join(pieces).strip()

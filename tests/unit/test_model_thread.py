@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
@@ -37,22 +36,9 @@ def test_a_job_submitted_from_a_job_runs_in_place():
     assert outer == "kanibook-model"
 
 
-def test_run_async_leaves_the_loop_free():
-    async def main():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
-        await model_thread().run_async(time.sleep, 0.3)
-        task.cancel()
-        return ticks
-
-    assert asyncio.run(main()) >= 10
+def test_run_async_leaves_the_loop_free(run_async, ticking):
+    ticks, _ = run_async(ticking(model_thread().run_async(time.sleep, 0.3)))
+    assert ticks >= 10
 
 
 @needs_gomp
