@@ -94,3 +94,9 @@ def test_bad_backend_arguments_get_one_line():
         kanibook.load(backend="vllm")
     with pytest.raises(KanibookError, match="quant= does not apply"):
         kanibook.load(backend="llama.cpp", quant="nf4")
+
+
+def test_the_prompt_view_says_it_does_not_apply(llama_engine):
+    with pytest.raises(KanibookError, match="Hugging Face") as info:
+        kanibook.show_prompt(llama_engine, QUESTION)
+    assert "\n" not in str(info.value)
