@@ -56,7 +56,9 @@ def _find_gomp():
 def _load_gomp():
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = {line.split()[-1] for line in maps if "libgomp" in line and line.rstrip().endswith((".so", ".1"))}
+            # torch's own copy (torch/lib/libgomp.so.1), or the system's when something loaded that one first: the
+            # dynamic loader then gives torch the same library (one soname, one copy per process)
+            paths = {line.split()[-1] for line in maps if "libgomp" in line and ".so" in line.rsplit("/", 1)[-1]}
     except OSError:  # not Linux: torch there uses another OpenMP runtime, whose pause semantics differ
         return False
     for path in sorted(paths):

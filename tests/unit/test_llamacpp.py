@@ -79,7 +79,10 @@ def test_the_panel_and_the_session_work_with_it(llama_engine, run_async):
     texts = run_async(panel_round())
     assert texts[0] == "Say hello." and texts[-1].strip()
     session = kanibook.ChatSession(llama_engine)
-    result = session.send("Say a word.", **session.generation_kwargs(max_new_tokens=6, temperature=0))
+    try:
+        result = session.send("Say a word.", **session.generation_kwargs(max_new_tokens=6, temperature=0))
+    finally:
+        session.close()
     assert result.text and result.stats.completion_tokens <= 6
 
 

@@ -14,11 +14,11 @@ needs_gomp = pytest.mark.skipif(not _find_gomp(), reason="torch here does not us
 
 
 def test_jobs_run_in_order_on_one_long_lived_thread():
-    worker = ModelThread(name="kanibook-test-model")
+    worker = ModelThread(name="test-model-thread")  # a second one lives on (daemon), unlike kanibook's own
     seen = []
     futures = [worker.submit(lambda i=i: seen.append((i, threading.current_thread().name)) or i) for i in range(5)]
     assert [f.result(10) for f in futures] == list(range(5))
-    assert seen == [(i, "kanibook-test-model") for i in range(5)]
+    assert seen == [(i, "test-model-thread") for i in range(5)]
     assert not worker.busy
 
 

@@ -5,8 +5,8 @@ Run with ``-s`` to see the figures::
     .venv/bin/pytest tests/unit/test_soak.py -s -m slow
 
 RSS grows during the first rounds (allocator arenas, tokenizer and template caches warming up: about 25 MB over
-the first 40 rounds was seen) and then levels off; the test samples it every 50 rounds and holds the later
-stretches to a few MB. (torch runs with its default threads: before kanibook kept a single OpenMP pool alive, two
+the first 40 rounds was seen) and then levels off; the test samples it every 50 rounds and holds the growth
+from round 50 to 200 to a few MB. (torch runs with its default threads: before kanibook kept a single OpenMP pool alive, two
 pools made each prefill here 10-30x slower and this test had to pin torch to one thread.)
 """
 
@@ -82,11 +82,11 @@ def test_200_rounds_through_the_panel_level_off(demo_engine, run_async, no_leake
     print(f"\nsoak: {ROUNDS} rounds in {elapsed:.0f} s (median {rates[len(rates) // 2]:.1f} tok/s)")
     for i in SAMPLE_AT:
         print(f"  after round {i:3}: {_describe(samples[i])}")
-    later = [i for i in SAMPLE_AT if i >= 50]
-    steps = [(samples[b]["rss"] - samples[a]["rss"]) / MB for a, b in zip(later, later[1:])]
-    print(f"  RSS growth per 50 rounds after round 50: {', '.join(f'{d:+.1f} MB' for d in steps)}")
+    after_warmup = (late["rss"] - samples[50]["rss"]) / MB
+    print(f"  RSS growth from round 50 to {ROUNDS}: {after_warmup:+.1f} MB")
     assert all(s.completion_tokens <= 4 for s in stats)
     assert late["threads"] == early["threads"] and late["os_threads"] == early["os_threads"]
     assert late["widgets"] == early["widgets"]  # every closed message view left the widget registry
     assert growth < 50, f"RSS grew by {growth:.1f} MB over {ROUNDS - 10} rounds"
-    assert max(steps) < 8, f"RSS does not level off: {steps} MB per 50 rounds"
+    # levelled off: within a whole test run RSS moves by +-25 MB with other tests' garbage, but does not climb
+    assert after_warmup < 16, f"RSS does not level off: {after_warmup:+.1f} MB from round 50 to {ROUNDS}"
