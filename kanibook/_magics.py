@@ -1,7 +1,7 @@
 """IPython magics: ``%kani`` (subcommands) and ``%%chat``. They parse arguments and call the Python API, nothing more.
 
 The conversation lives in :class:`kanibook.session.ChatSession` (:func:`~kanibook.session.current_session`); the
-views come from :mod:`kanibook.prompt_view`, :mod:`kanibook.memory_view` and the chat panel. User mistakes become
+views come from :mod:`kanibook.prompt`, :mod:`kanibook.memory_view` and the chat panel. User mistakes become
 ``UsageError``: one line that says what to do, no traceback.
 """
 
@@ -92,7 +92,7 @@ class KaniMagics(Magics):
 
     def _kani_prompt(self, args):
         _no_args(args, args.subcommand)
-        from .prompt_view import show_prompt
+        from .prompt import show_prompt
 
         return show_prompt(_loaded_kani())
 

@@ -9,7 +9,7 @@ import pytest
 from kani import ChatMessage, ChatRole, Kani, PromptPipeline, ToolCall
 
 import kanibook
-from kanibook._prompt_tokens import segment
+from kanibook.prompt.segment import segment
 from kanibook.exceptions import KanibookError
 from kanibook.render.tokens import CSS
 

@@ -1,186 +1,26 @@
-"""The templated prompt as the model receives it: token ids, who each token came from, the context it fills.
+""":func:`show_prompt` and :func:`compare_prompts`: what is sent (a Kani's or an engine's conversation, or a model's
+tokenizer alone), turned into a :class:`~kanibook.prompt.view.PromptView`.
 
-:func:`show_prompt` takes a ``Kani`` (what kani would send next, after dropping old messages to fit) or a
-HuggingEngine plus messages, and returns a :class:`PromptView` that displays itself (HTML in a notebook, text in a
-terminal) and exposes its data (``.token_ids``, ``.tokens``, ``.segments``, ``.total``, ``.context_size``).
-:func:`compare_prompts` shows the same conversation through two pipelines or two models with a token-level diff.
-
-The ids shown are exactly the ids ``engine.build_prompt(messages, functions)`` returns. Which message each token came
-from is worked out for any template, by rendering prefixes of the conversation through the same pipeline and comparing
-characters (see :mod:`kanibook._prompt_tokens`): the prompt is tokenized once, with offsets, so long conversations are
-not re-tokenized prefix by prefix.
+The ids shown are exactly the ids ``engine.build_prompt(messages, functions)`` returns (for a model id or folder:
+what ``HuggingEngine.build_prompt`` would return, from its tokenizer alone, see :mod:`kanibook.prompt.tokenizer_only`).
+Which message each token came from is worked out for any template (:mod:`kanibook.prompt.segment`), and what the
+template did to the conversation is listed (:mod:`kanibook.prompt.template_report`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import difflib
-import uuid
 from collections import UserDict
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any
 
-from ._names import model_display_name
-from ._prompt_tokens import SPECIAL, TEMPLATE  # token flag bits (that module imports nothing heavy at import time)
-from .exceptions import KanibookError
+from .._names import model_display_name
+from ..exceptions import KanibookError
+from .tokens import TEMPLATE
+from .view import PromptComparison, PromptView, Segment
 
-__all__ = ["show_prompt", "compare_prompts", "PromptView", "PromptComparison", "Token", "Segment", "PlaceholderRun"]
-
-
-class Token(NamedTuple):
-    """One token of the prompt.
-
-    ``text`` is the prompt text the token covers (the tail pieces of a character split over several byte-level tokens
-    cover ``""``); ``segment`` indexes :attr:`PromptView.segments`; ``is_template`` marks template scaffolding (role
-    headers, end-of-turn markers, the generation prompt) as opposed to the message's own text.
-    """
-
-    position: int
-    id: int
-    text: str
-    segment: int
-    is_special: bool
-    is_template: bool
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of tokens from one message, or template text that belongs to no message.
-
-    :param role: ``"system"``, ``"user"``, ``"assistant"``, ``"function"``, or ``"template"``.
-    :param start: The first token's position; ``end`` is one past the last.
-    :param message_index: The message's index in :attr:`PromptView.messages` (None for template segments).
-    :param content_tokens: How many of the tokens are the message's own text (the rest is template scaffolding).
-    """
-
-    role: str
-    label: str
-    start: int
-    end: int
-    message_index: int | None = None
-    content_tokens: int = 0
-    preview: str = ""
-
-    @property
-    def count(self) -> int:
-        return self.end - self.start
-
-
-class PlaceholderRun(NamedTuple):
-    """A run of one repeated special token, e.g. an ``<image>`` placeholder expanded by the processor."""
-
-    start: int
-    count: int
-    id: int
-    text: str
-    multimodal: bool
-
-
-class PromptView:
-    """The exact prompt a model receives, as tokens grouped by message, with the context it uses.
-
-    Build it with :func:`show_prompt`. It displays itself in a notebook (``_repr_mimebundle_``) and in a terminal.
-    """
-
-    def __init__(
-        self,
-        *,
-        token_ids: list[int],
-        texts: list[str],
-        flags: list[int],
-        token_segments: list[int],
-        segments: list[Segment],
-        messages: list,
-        context_size: int | None,
-        reply_tokens: int,
-        dropped: list | None = None,
-        note: str = "",
-        placeholder_ids: frozenset[int] = frozenset(),
-        title: str = "",
-        element_id: str | None = None,
-    ):
-        self.token_ids = token_ids
-        self._texts, self._flags, self._seg = texts, flags, token_segments
-        self.segments = segments
-        #: The messages the prompt was built from (after kani dropped any to fit).
-        self.messages = messages
-        self.context_size = context_size
-        #: Tokens kept free for the reply (``max_new_tokens``, or kani's ``desired_response_tokens``).
-        self.reply_tokens = reply_tokens
-        #: Messages of the chat history kani leaves out to fit the context (oldest first).
-        self.dropped = list(dropped or [])
-        self.note = note
-        self.title = title
-        self.element_id = element_id or f"kb-tokens-{uuid.uuid4().hex[:12]}"
-        self.placeholder_runs = _runs(token_ids, texts, flags, placeholder_ids)
-        self._html: str | None = None
-
-    @property
-    def total(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def free(self) -> int | None:
-        """Tokens left after the prompt and the reply's room (negative: it does not fit)."""
-        return None if self.context_size is None else self.context_size - self.total - self.reply_tokens
-
-    @property
-    def text(self) -> str:
-        """The prompt text the tokens cover."""
-        return "".join(self._texts)
-
-    @cached_property
-    def tokens(self) -> list[Token]:
-        return [
-            Token(i, t, x, s, bool(f & SPECIAL), bool(f & TEMPLATE))
-            for i, (t, x, s, f) in enumerate(zip(self.token_ids, self._texts, self._seg, self._flags))
-        ]
-
-    def counts(self) -> dict[str, int]:
-        """Token count per segment label."""
-        return {s.label: s.count for s in self.segments}
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        from .render import tokens
-
-        if self._html is None:
-            self._html = tokens.prompt_html(self, self.element_id)
-        return {"text/plain": tokens.prompt_text(self), "text/html": self._html}
-
-    def __repr__(self) -> str:
-        ctx = f" of {self.context_size}" if self.context_size else ""
-        return f"<PromptView {self.total} tokens{ctx}, {len(self.messages)} messages, {len(self.dropped)} dropped>"
-
-
-class PromptComparison:
-    """The same conversation as two prompts, with a token-level diff. Build it with :func:`compare_prompts`."""
-
-    def __init__(self, a: PromptView, b: PromptView, labels: tuple[str, str], element_id: str | None = None):
-        self.a, self.b, self.labels = a, b, labels
-        self.element_id = element_id or f"kb-tokens-{uuid.uuid4().hex[:12]}"
-        key_a = [(x, bool(f & SPECIAL)) for x, f in zip(a._texts, a._flags)]
-        key_b = [(x, bool(f & SPECIAL)) for x, f in zip(b._texts, b._flags)]
-        matcher = difflib.SequenceMatcher(None, key_a, key_b, autojunk=len(key_a) * len(key_b) > 4_000_000)
-        #: difflib opcodes over tokens (compared by text and specialness, so two vocabularies compare too).
-        self.opcodes: list[tuple[str, int, int, int, int]] = matcher.get_opcodes()
-        self._html: str | None = None
-
-    @property
-    def same(self) -> bool:
-        return all(op[0] == "equal" for op in self.opcodes)
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        from .render import tokens
-
-        if self._html is None:
-            self._html = tokens.comparison_html(self, self.element_id)
-        return {"text/plain": tokens.comparison_text(self), "text/html": self._html}
-
-    def __repr__(self) -> str:
-        return f"<PromptComparison {self.a.total} vs {self.b.total} tokens, {'same' if self.same else 'different'}>"
-
+__all__ = ["show_prompt", "compare_prompts"]
 
 # ---------------------------------------------------------------- public functions
 
@@ -360,7 +200,8 @@ def _describe(engine) -> str:
 
 
 def _build_view(plan: _Plan, element_id) -> PromptView:
-    from ._prompt_tokens import assign, segment, tokenize_prompt
+    from .segment import assign, segment
+    from .tokens import tokenize_prompt
 
     engine, msgs = plan.engine, plan.messages
     tp = tokenize_prompt(engine, msgs, plan.functions, plan.prompt)
@@ -420,18 +261,3 @@ def _preview(message, limit: int = 80) -> str:
     bits += [f"[calls {tc.function.name}]" for tc in message.tool_calls or []]
     text = " ".join(b for b in bits if b).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _runs(ids: list[int], texts: list[str], flags: list[int], placeholder_ids: frozenset[int]) -> list[PlaceholderRun]:
-    """Runs of one repeated special token (placeholders a processor expanded, e.g. ``<image>`` x N)."""
-    runs, i, n = [], 0, len(ids)
-    while i < n:
-        j = i + 1
-        if flags[i] & SPECIAL or ids[i] in placeholder_ids:
-            while j < n and ids[j] == ids[i]:
-                j += 1
-            multimodal = ids[i] in placeholder_ids
-            if j - i >= (2 if multimodal else 8):
-                runs.append(PlaceholderRun(i, j - i, ids[i], texts[i] or texts[j - 1], multimodal))
-        i = j
-    return runs
