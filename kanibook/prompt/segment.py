@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 
-from .tokens import SPECIAL, TEMPLATE, TokenizedPrompt
+from .regions import Region, find_regions, strings
 
-__all__ = ["segment", "assign"]
+__all__ = ["segment", "in_order", "anchors_of"]
 
 
 def _lcp(a: str, b: str) -> int:
@@ -78,71 +78,28 @@ def _cut(s: str, lo: int, hi: int, eos_re, special_re, *, hi_ok: bool = True) ->
 
 
 def _strings(message) -> list[str]:
-    return [p for p in message.parts if isinstance(p, str) and p]
+    return strings(message)
+
+
+def in_order(regions: list[Region], messages: list) -> bool:
+    """Whether every text part of every message is in the prompt exactly once, in the conversation's order."""
+    want = [(k, n) for k, m in enumerate(messages) for n in range(len(strings(m)))]
+    return [(r.message, r.part) for r in regions] == want
 
 
 def _anchors(text: str, messages: list, render) -> list[tuple[int, int] | None]:
-    """Where each message's own text is in the prompt.
-
-    A forward search is enough when every text occurs exactly once between its neighbours' texts (the usual case);
-    otherwise (a text like ``user`` that the scaffolding contains too) one render with a unique marker in place of
-    each text settles it.
-    """
-    found = _anchors_by_search(text, messages)
-    if _unambiguous(text, messages, found):
-        return found
-    marked = []
-    for k, m in enumerate(messages):
-        strs = _strings(m)
-        if not strs:
-            marked.append(m)
-            continue
-        parts, n = [], 0
-        for p in m.parts:
-            if isinstance(p, str) and p:
-                p, n = f"\ue000{k}.{n}\ue001", n + 1
-            parts.append(p)
-        marked.append(m.copy_with(content=parts[0]) if isinstance(m.content, str) else m.copy_with(parts=parts))
-    return _anchors_from_markers(text, messages, render(marked)) or found
+    """Where each message's own text is in the prompt (from the marked rendering; else by searching for it)."""
+    regions = find_regions(text, messages, render)
+    if regions is not None and in_order(regions, messages):
+        return anchors_of(regions, len(messages))
+    return _anchors_by_search(text, messages)
 
 
-def _unambiguous(text: str, messages: list, found: list) -> bool:
-    """Whether each message's single text occurs once only between the texts found for its neighbours."""
-    ends = [0] + [span[1] if span else None for span in found]
-    starts = [span[0] if span else None for span in found] + [len(text)]
-    for k, (m, span) in enumerate(zip(messages, found)):
-        strs = _strings(m)
-        if len(strs) > 1 or (strs and span is None):
-            return False
-        if span is None:
-            continue
-        lo = next(e for e in reversed(ends[: k + 1]) if e is not None)
-        hi = next(s for s in starts[k + 1 :] if s is not None)
-        if text.count(text[span[0] : span[1]], lo, hi) != 1:
-            return False
-    return True
-
-
-def _anchors_from_markers(text, messages, probe) -> list | None:
-    if probe is None:
-        return None
-    out, cursor, shift = [], 0, 0  # shift: real position - marked position
-    for k, m in enumerate(messages):
-        span = None
-        for n, real in enumerate(_strings(m)):
-            marker = f"\ue000{k}.{n}\ue001"
-            pos = probe.find(marker, cursor)
-            if pos < 0:
-                return None
-            at = pos + shift
-            for variant in (real, real.strip()):
-                if text.startswith(variant, at):
-                    break
-            else:
-                return None
-            span = (span[0] if span else at, at + len(variant))
-            cursor, shift = pos + len(marker), shift + len(variant) - len(marker)
-        out.append(span)
+def anchors_of(regions: list[Region], n: int) -> list[tuple[int, int] | None]:
+    out: list[tuple[int, int] | None] = [None] * n
+    for r in regions:
+        span = out[r.message]
+        out[r.message] = (r.start, r.end) if span is None else (min(span[0], r.start), max(span[1], r.end))
     return out
 
 
@@ -165,13 +122,13 @@ def _anchors_by_search(text, messages) -> list:
     return out
 
 
-def segment(text: str, messages: list, render, eos_re, special_re):
+def segment(text: str, messages: list, render, eos_re, special_re, anchors=None):
     """-> ``bounds`` (``bounds[k]``: where message k's part of the prompt starts; ``bounds[n]``: where the generation
     prompt starts; before ``bounds[0]``: template text) and each message's own-text span ``(start, end)``."""
     n, size = len(messages), len(text)
     if n == 0:
         return [size], []
-    anchors = _anchors(text, messages, render)
+    anchors = anchors if anchors is not None else _anchors(text, messages, render)
     lower, upper, keys = [0] * (n + 1), [size] * (n + 1), [None] * (n + 1)
     for k in range(n - 1, -1, -1):
         upper[k] = anchors[k][0] if anchors[k] else upper[k + 1]
@@ -286,23 +243,3 @@ def _content_spans(text, messages, anchors, bounds, headers) -> list[tuple[int, 
         ce = e - len(foot) if foot and own.endswith(foot) and e - len(foot) >= cs else e
         spans.append((cs, ce))
     return spans
-
-
-def assign(tp: TokenizedPrompt, bounds: list[int], spans: list[tuple[int, int]]):
-    """-> per token: its slot (0: template text before the first message, k+1: message k, n+1: the generation
-    prompt) and its flags (special, template). A token across a boundary goes where most of it is."""
-    import numpy as np
-
-    n = len(spans)
-    starts, ends = np.asarray(tp.starts, dtype=np.float64), np.asarray(tp.ends, dtype=np.float64)
-    mids = np.where(ends > starts, (starts + ends) / 2, starts)
-    if n:
-        slots = np.maximum.accumulate(np.searchsorted(np.asarray(bounds, dtype=np.float64), mids, side="right"))
-    else:
-        slots = np.zeros(len(mids), dtype=np.int64)
-    span = np.asarray([(-1, -1), *spans, (-1, -1)], dtype=np.float64)[slots]
-    own = (span[:, 0] <= mids) & (mids < span[:, 1])
-    if tp.placeholder_ids:
-        own |= np.isin(np.asarray(tp.ids), list(tp.placeholder_ids)) & (slots >= 1) & (slots <= n)
-    flags = np.where(own, 0, TEMPLATE) | np.where(np.asarray(tp.special, dtype=bool), SPECIAL, 0)
-    return slots.tolist(), flags.tolist()

@@ -105,6 +105,8 @@ class _Plan:
     dropped: list = field(default_factory=list)
     note: str = ""
     prompt: Any = None  # what build_prompt returned for these messages, when kani already built it
+    notes: list = field(default_factory=list)  # TemplateNotes known before the prompt is built (a fixed conversation)
+    title: str = ""
 
 
 def _resolve(target, messages, functions, max_new_tokens) -> _Plan:
@@ -200,14 +202,16 @@ def _describe(engine) -> str:
 
 
 def _build_view(plan: _Plan, element_id) -> PromptView:
-    from .segment import assign, segment
+    from .layout import assign, build_layout
+    from .template_report import template_notes
     from .tokens import tokenize_prompt
 
     engine, msgs = plan.engine, plan.messages
     tp = tokenize_prompt(engine, msgs, plan.functions, plan.prompt)
-    bounds, spans = segment(tp.text, msgs, tp.render, tp.eos_re, tp.special_re)
-    slots, flags = assign(tp, bounds, spans)
+    lay = build_layout(tp, msgs)
+    slots, flags = assign(tp, lay, len(msgs))
     segments, token_segments = _segments(msgs, slots, flags)
+    notes = plan.notes + template_notes(tp, msgs, lay, slots, flags, plan.functions)
     return PromptView(
         token_ids=tp.ids,
         texts=tp.texts,
@@ -220,40 +224,51 @@ def _build_view(plan: _Plan, element_id) -> PromptView:
         dropped=plan.dropped,
         note=plan.note,
         placeholder_ids=tp.placeholder_ids,
-        title=_describe(engine),
+        title=plan.title or _describe(engine),
         element_id=element_id,
+        template_notes=notes,
     )
 
 
 def _segments(msgs: list, slots: list[int], flags: list[int]) -> tuple[list[Segment], list[int]]:
-    """Slots (0: template before the first message, k+1: message k, n+1: generation prompt) -> segments."""
+    """Slots (0: template before the first message, k+1: message k, n+1: generation prompt) -> one segment per run of
+    tokens with the same slot, in prompt order (a message whose text the template moved has a segment where it is)."""
     import numpy as np
 
     n = len(msgs)
     slot_arr = np.asarray(slots, dtype=np.int64)
-    counts = np.bincount(slot_arr, minlength=n + 2).tolist()
-    own = np.bincount(slot_arr, weights=(np.asarray(flags, dtype=np.int64) & TEMPLATE) == 0, minlength=n + 2)
-    own = own.astype(np.int64).tolist()
-    segments, index, pos = [], {}, 0
-    for slot in range(n + 2):
-        if slot in (0, n + 1) and not counts[slot]:
-            continue
-        index[slot] = len(segments)
+    if not len(slot_arr):
+        return [], []
+    cuts = (np.flatnonzero(np.diff(slot_arr)) + 1).tolist()
+    starts, ends = [0, *cuts], [*cuts, len(slot_arr)]
+    own_cum = np.concatenate(([0], np.cumsum((np.asarray(flags, dtype=np.int64) & TEMPLATE) == 0))).tolist()
+    segments, token_segments = [], np.empty(len(slot_arr), dtype=np.int64)
+    for start, end in zip(starts, ends):
+        slot = slots[start]
+        token_segments[start:end] = len(segments)
         if slot == 0:
-            segment = Segment("template", "template (before the first message)", pos, pos + counts[0])
+            segment = Segment("template", "template (before the first message)", start, end)
         elif slot == n + 1:
-            segment = Segment("template", "generation prompt", pos, pos + counts[slot])
+            segment = Segment("template", "generation prompt", start, end)
         else:
             m = msgs[slot - 1]
             role = m.role.value
             label = f"#{slot} {role}" + (f" {m.name}" if m.name else "")
-            segment = Segment(role, label, pos, pos + counts[slot], slot - 1, own[slot], _preview(m))
+            own = own_cum[end] - own_cum[start]
+            segment = Segment(role, label, start, end, slot - 1, own, _preview(m))
         segments.append(segment)
-        pos += counts[slot]
-    lookup = np.zeros(n + 2, dtype=np.int64)
-    for slot, i in index.items():
-        lookup[slot] = i
-    return segments, lookup[slot_arr].tolist()
+    present = {s.message_index for s in segments}
+    for k in range(n):  # a message with no token (an empty turn, or one the template dropped): an empty segment
+        if k in present:
+            continue
+        at = next((i for i, s in enumerate(segments) if s.role != "template" and s.message_index > k
+                   or s.label == "generation prompt"), len(segments))  # fmt: skip
+        pos = segments[at].start if at < len(segments) else len(slot_arr)
+        m = msgs[k]
+        label = f"#{k + 1} {m.role.value}" + (f" {m.name}" if m.name else "")
+        segments.insert(at, Segment(m.role.value, label, pos, pos, k, 0, _preview(m)))
+        token_segments[token_segments >= at] += 1
+    return segments, token_segments.tolist()
 
 
 def _preview(message, limit: int = 80) -> str:

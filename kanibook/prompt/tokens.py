@@ -34,6 +34,7 @@ class TokenizedPrompt:
     special: list[bool]
     text: str
     render: Callable[[list], str | None]  # messages -> the pipeline's text for them (None if the template refuses)
+    render_with: Callable[[list, list | None], str | None]  # the same with other functions
     eos_re: re.Pattern | None
     special_re: re.Pattern | None
     placeholder_ids: frozenset[int] = field(default_factory=frozenset)
@@ -81,10 +82,13 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         return pieces[i]
 
     def render(msgs: list) -> str | None:
+        return render_with(msgs, functions)
+
+    def render_with(msgs: list, fns) -> str | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = engine.pipeline(msgs, functions)
+                out = engine.pipeline(msgs, fns)
         except Exception:
             return None
         if isinstance(out, str):
@@ -118,6 +122,7 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         special=[i in special_ids for i in ids] if special_ids else [False] * len(ids),
         text=text,
         render=render,
+        render_with=render_with,
         eos_re=_literal_re(contents.get(i) or tok.convert_ids_to_tokens(i) for i in eos),
         special_re=_literal_re(contents.values()),
         placeholder_ids=_placeholder_ids(engine, tok),
