@@ -25,31 +25,39 @@ __all__ = ["show_prompt", "compare_prompts"]
 # ---------------------------------------------------------------- public functions
 
 
-def show_prompt(target, messages=None, functions=None, *, max_new_tokens: int | None = None, element_id=None):
+def show_prompt(target, messages=None, functions=None, *, max_new_tokens: int | None = None, element_id=None,
+                fix: bool = False):  # fmt: skip
     """Show the exact prompt a model receives: its tokens, grouped by message, and the context it uses.
 
     :param target: A ``kani.Kani`` (its system prompt, always-included messages, chat history and functions: what it
         would send next, with the messages it drops to fit shown as dropped), or a HuggingEngine (e.g.
-        ``kanibook.load()``) together with ``messages``.
+        ``kanibook.load()``) together with ``messages``, or a model (a Hugging Face id ``"org/name"`` or a local
+        folder) together with ``messages``: then only its tokenizer, chat template and ``config.json`` are loaded,
+        never its weights.
     :param messages: The conversation (``ChatMessage`` list). With a ``Kani``: used in place of its chat history.
     :param functions: ``AIFunction`` list; default: the Kani's enabled functions (none for an engine).
     :param max_new_tokens: Room to keep for the reply; default: the Kani's ``desired_response_tokens``, or the
         engine's ``max_new_tokens``, or kani's default (a tenth of the context, at most 8192).
     :param element_id: The HTML element id (for deterministic output); default: a random one.
+    :param fix: If the chat template refuses the conversation, show the nearest one it accepts (system merged into
+        the next user message, consecutive messages of one role merged), saying what was changed.
     """
     plan = _resolve(target, messages, functions, max_new_tokens)
-    return _build_view(plan, element_id)
+    return _build_view(plan, element_id, fix)
 
 
-def compare_prompts(a, b, messages=None, functions=None, *, labels: tuple[str, str] | None = None, element_id=None):
+def compare_prompts(a, b, messages=None, functions=None, *, labels: tuple[str, str] | None = None, element_id=None,
+                    fix: bool = False):  # fmt: skip
     """The same conversation through two pipelines or two models, side by side, with a token-level diff.
 
-    :param a: A HuggingEngine or ``Kani`` (its engine is used).
-    :param b: Another one, e.g. the same model loaded with a hand-written ``prompt_pipeline=``.
+    :param a: A HuggingEngine, a ``Kani`` (its engine is used), or a model id or folder (its tokenizer and chat
+        template only, no weights).
+    :param b: Another one, e.g. the same model loaded with a hand-written ``prompt_pipeline=``, or another model.
     :param messages: The conversation; default: the first ``Kani``'s (system prompt, always-included, history).
     :param functions: ``AIFunction`` list; default: the first ``Kani``'s enabled functions.
     :param labels: Names for the two sides; default: the model folder and the kind of pipeline.
     :param element_id: The HTML element id (for deterministic output).
+    :param fix: Show the nearest conversation each template accepts where it refuses the one given.
     """
     from kani import Kani
 
@@ -60,12 +68,11 @@ def compare_prompts(a, b, messages=None, functions=None, *, labels: tuple[str, s
         messages = kanis[0].always_included_messages + kanis[0].chat_history
     if functions is None and kanis:
         functions = kanis[0].get_enabled_functions()
-    views = []
-    for target in (a, b):
-        engine = _engine_of(target)
+    views, engines = [], [_engine_of(a), _engine_of(b)]
+    for engine in engines:
         plan = _Plan(engine, engine.max_context_size, list(messages), functions, _default_reserve(engine))
-        views.append(_build_view(plan, None))
-    labels = labels or (_describe(_engine_of(a)), _describe(_engine_of(b)))
+        views.append(_build_view(plan, None, fix))
+    labels = labels or (_describe(engines[0]), _describe(engines[1]))
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     return PromptComparison(views[0], views[1], labels, element_id)
@@ -78,11 +85,15 @@ def _engine_of(target):
     from kani import Kani
     from kani.engines.huggingface import HuggingEngine
 
+    from .tokenizer_only import TokenizerEngine, is_model_reference, tokenizer_engine
+
+    if is_model_reference(target):
+        return tokenizer_engine(target)
     engine = target.engine if isinstance(target, Kani) else target
-    if not isinstance(engine, HuggingEngine):
+    if not isinstance(engine, HuggingEngine | TokenizerEngine):
         raise KanibookError(
-            f"The prompt view needs a local Hugging Face engine (kanibook.load(...)); got {type(engine).__name__}, "
-            "whose prompt is built elsewhere."
+            f"The prompt view needs a local Hugging Face engine (kanibook.load(...)) or a model id or folder; got "
+            f"{type(engine).__name__}, whose prompt is built elsewhere."
         )
     return engine
 
@@ -191,7 +202,11 @@ def _run_sync(coro):
 def _describe(engine) -> str:
     from kani.engines.huggingface.chat_template_pipeline import ChatTemplatePromptPipeline
 
+    from .tokenizer_only import TokenizerEngine
+
     name = model_display_name(engine.model_id)
+    if isinstance(engine, TokenizerEngine):
+        name += " (tokenizer only)"
     kind = (
         "chat template" if isinstance(engine.pipeline, ChatTemplatePromptPipeline) else type(engine.pipeline).__name__
     )
@@ -201,11 +216,13 @@ def _describe(engine) -> str:
 # ---------------------------------------------------------------- tokens and segments
 
 
-def _build_view(plan: _Plan, element_id) -> PromptView:
+def _build_view(plan: _Plan, element_id, fix: bool = False) -> PromptView:
     from .layout import assign, build_layout
     from .template_report import template_notes
     from .tokens import tokenize_prompt
 
+    if fix and plan.prompt is None:
+        _apply_fix(plan)
     engine, msgs = plan.engine, plan.messages
     tp = tokenize_prompt(engine, msgs, plan.functions, plan.prompt)
     lay = build_layout(tp, msgs)
@@ -228,6 +245,18 @@ def _build_view(plan: _Plan, element_id) -> PromptView:
         element_id=element_id,
         template_notes=notes,
     )
+
+
+def _apply_fix(plan: _Plan) -> None:
+    """Where the template refuses the conversation, use the nearest one it accepts (and say what changed)."""
+    from .refusal import _builds, nearest_accepted
+
+    if not plan.messages or _builds(plan.engine, plan.messages, plan.functions):
+        return
+    found = nearest_accepted(plan.engine, plan.messages, plan.functions)
+    if found is not None:
+        plan.messages, notes = found
+        plan.notes = [*plan.notes, *notes]
 
 
 def _segments(msgs: list, slots: list[int], flags: list[int]) -> tuple[list[Segment], list[int]]:

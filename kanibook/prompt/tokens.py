@@ -52,12 +52,9 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         try:
             prompt = engine.build_prompt(messages, functions)
         except Exception as e:  # a template that refuses these roles, an empty conversation, ...
-            what = "the conversation is empty" if not messages else "its prompt pipeline refused this conversation"
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise KanibookError(
-                f"The engine could not build this prompt: {what} ({type(e).__name__}: {first}). Pass other messages, "
-                "or load the model with a prompt_pipeline= that accepts them."
-            ) from e
+            from .refusal import refusal_error
+
+            raise refusal_error(engine, messages, functions, e) from None
     text = None
     if isinstance(prompt, str):  # as kani's _get_generate_args does
         text = prompt
