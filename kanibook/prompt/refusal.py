@@ -27,7 +27,7 @@ def _builds(engine, messages: list, functions) -> bool:
 
 
 def _reason(error: Exception) -> str:
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0].strip().rstrip(".")
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
     return line or type(error).__name__
 
 
@@ -42,7 +42,7 @@ def refusal_error(engine, messages: list, functions, error: Exception) -> Kanibo
             where = f"message #{k} ({messages[k - 1].role.value})"
             break
     return KanibookError(
-        f"The chat template refuses {where}: {reason}. Change the conversation, or pass fix=True to see the nearest "
+        f"The chat template refuses {where}: {reason}{'' if reason.endswith('.') else '.'} Change the conversation, or pass fix=True to see the nearest "
         "conversation this template accepts."
     )
 

@@ -112,11 +112,14 @@ def _region_end(text: str, cursor: int, real: str, after: str) -> int | None:
 
 
 def end_markers(text: str, regions: list[Region], special_re) -> set[str]:
-    """The special tokens that directly follow a message's text (after whitespace): how this template ends a turn
-    (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``, ``<|end|>``...), learned from its output, not from names."""
+    """The special tokens that directly follow a message's text (after whitespace) and never directly precede one: how
+    this template ends a turn (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``, ``<|end|>``...), learned from its
+    output, not from names. (A token that also comes right before a message's text, like ``<|User|>`` after a
+    system text rendered bare, starts a turn.)"""
     found: set[str] = set()
     if special_re is None:
         return found
+    starts: set[str] = set()
     for r in regions:
         pos = r.end
         while pos < len(text) and text[pos] in " \t\r\n":
@@ -124,4 +127,7 @@ def end_markers(text: str, regions: list[Region], special_re) -> set[str]:
         m = special_re.match(text, pos)
         if m:
             found.add(m.group())
-    return found
+        head = text[max(0, r.start - 64) : r.start].rstrip(" \t\r\n")
+        before = [x.group() for x in special_re.finditer(head) if x.end() == len(head)]
+        starts.update(before)
+    return found - starts

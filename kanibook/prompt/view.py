@@ -149,6 +149,10 @@ class PromptView:
             for i, (t, x, s, f) in enumerate(zip(self.token_ids, self._texts, self._seg, self._flags))
         ]
 
+    def segments_of(self, message_index: int) -> list[Segment]:
+        """The segments of one message (more than one where the template put its text inside another's turn)."""
+        return [s for s in self.segments if s.message_index == message_index]
+
     def counts(self) -> dict[str, int]:
         """Token count per segment label."""
         return {s.label: s.count for s in self.segments}
