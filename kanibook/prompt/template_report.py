@@ -41,7 +41,7 @@ def template_notes(tp: TokenizedPrompt, messages: list, lay: Layout, slots: list
         notes += _placement(messages, lay)
         notes += _rewrites(text, messages, lay)
     for k, owner in sorted(lay.merged.items()):
-        if not any(x.kind == "dropped" and x.message_index == k for x in notes):
+        if not any(x.kind in ("dropped", "moved") and x.message_index == k for x in notes):  # said already
             notes.append(TemplateNote("merged", k, f"{_name(messages, k)}: merged into {_name(messages, owner)}'s turn"))
     notes += _added(tp, messages, slots, flags)
     notes += _date(tp, slots, flags, messages, n)

@@ -212,7 +212,7 @@ def _merged_first(view, kinds):
 
 
 def _system_in_last_user(view, kinds):
-    assert ("moved", 0) in kinds and ("merged", 0) in kinds
+    assert kinds == {("moved", 0)}  # (merged into that turn: said in the same line)
     moved = next(n for n in view.template_notes if n.kind == "moved")
     assert moved.text == "#1 system: moved into #4 user's turn, after #3 assistant's text"
     order = [s.message_index for s in view.segments if s.count and s.message_index is not None]
