@@ -52,10 +52,33 @@ def build_layout(tp: TokenizedPrompt, messages: list) -> Layout:
         lay = _unordered(text, n, regions, end_re, tp.special_re)
     found = regions if regions is not None else [Region(a[0], a[1], k, 0) for k, a in enumerate(anchors) if a]
     lay.merged = _merged(text, messages, found, any(tp.special), tp.special_re)
+    if ordered and lay.merged:
+        _split_merged(lay)
     if not ordered:
         _give_turns(lay)
-    lay.in_order = ordered
+    lay.in_order = ordered and not lay.merged
     return lay
+
+
+def _split_merged(lay: Layout) -> None:
+    """In an ordered layout, a merged system message keeps its own text; the rest of its part of the prompt (the
+    turn's header, the separator) goes to the message whose turn it is."""
+    own = {slot: (s, e) for s, e, slot in lay.own}
+    starts, slots = [], []
+    for i, (start, slot) in enumerate(zip(lay.starts, lay.slots)):
+        k = slot - 1
+        if k not in lay.merged or slot not in own:
+            starts.append(start)
+            slots.append(slot)
+            continue
+        end = lay.starts[i + 1] if i + 1 < len(lay.starts) else None
+        s, e = own[slot]
+        owner = lay.merged[k] + 1
+        starts += [start, s, e]
+        slots += [owner, slot, owner]
+        if end is not None and e > end:  # (the own span never passes the part's end; kept ascending regardless)
+            starts[-1] = end
+    lay.starts, lay.slots = starts, slots
 
 
 def _with(eos_re, learned: set[str]):

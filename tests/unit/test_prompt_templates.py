@@ -209,6 +209,9 @@ def _merged_first(view, kinds):
     assert kinds == {("merged", 0)}
     assert view.template_notes[0].text == "#1 system: merged into #2 user's turn"
     check_turn_ends(view, "<end_of_turn>")
+    header = next(t for t in view.tokens if t.text == "<start_of_turn>")
+    assert view.segments[header.segment].message_index == 1  # the turn is the user's; the system text inside it
+    assert [s.message_index for s in view.segments[:3]] == [1, 0, 1]
 
 
 def _system_in_last_user(view, kinds):
