@@ -1,16 +1,19 @@
-"""Which message each character of the prompt came from, for any template.
+"""Where each turn of a template that keeps the conversation's order begins and ends, for any template.
 
-Segmentation works on characters of the prompt text, never by knowing a template:
+(:mod:`kanibook.prompt.layout` decides which path a prompt takes; templates that move, drop or repeat messages are
+laid out there from the regions alone.) Segmentation works on characters of the prompt text, never by knowing a
+template:
 
-1. *Content*: each message's text is searched for in the prompt. Where a text does not occur exactly once between its
-   neighbours' texts (``user``, which the scaffolding contains too), one render of the conversation with a unique
-   marker in place of each text locates every text exactly.
+1. *Content*: where each message's text is, from the one render with a unique marker in place of each text
+   (:mod:`kanibook.prompt.regions`: also what is left of a text the template rewrote); where that render cannot be
+   matched, each text is searched for in the prompt.
 2. *Boundaries*: rendering the first ``k`` messages through the same pipeline gives ``P_k + G`` (``G``: the
    generation prompt); its longest common prefix with the whole prompt and their common suffix bound where message
    ``k`` ends. A prefix rendering need not be a strict prefix (templates that rewrite earlier parts): such a rendering
    is ignored, and the content positions clamp the bounds. All renderings share one ``G``, which narrows the bounds
    further. Inside the remaining ambiguous span (e.g. ``<|im_end|>\\n<|im_start|>``, where the end of one turn and the
-   start of the next look alike) the cut goes after the last end-of-turn token, else before the last special token,
+   start of the next look alike) the cut goes after the last end-of-turn token (the eos, and the special tokens this
+   template puts right after message texts: ``<end_of_turn>``, ``<|eot_id|>``, ``<|end|>``...), else before the last special token,
    else at the last line start.
 3. *Few renders*: the scaffolding between two messages' texts repeats (``<|im_end|>\\n<|im_start|>assistant\\n``), so a
    cut learned once is reused for the same scaffolding; a conversation needs a handful of short renders, not one per

@@ -290,7 +290,7 @@ def _segments(msgs: list, slots: list[int], flags: list[int]) -> tuple[list[Segm
     for k in range(n):  # a message with no token (an empty turn, or one the template dropped): an empty segment
         if k in present:
             continue
-        at = next((i for i, s in enumerate(segments) if s.role != "template" and s.message_index > k
+        at = next((i for i, s in enumerate(segments) if (s.message_index is not None and s.message_index > k)
                    or s.label == "generation prompt"), len(segments))  # fmt: skip
         pos = segments[at].start if at < len(segments) else len(slot_arr)
         m = msgs[k]

@@ -90,6 +90,9 @@ class PromptView:
     """The exact prompt a model receives, as tokens grouped by message, with the context it uses.
 
     Build it with :func:`show_prompt`. It displays itself in a notebook (``_repr_mimebundle_``) and in a terminal.
+    ``segments`` are runs of tokens in prompt order: a message whose text the template put inside another message's
+    turn has several (:meth:`segments_of`); one the template dropped has an empty one. ``template_notes`` lists what
+    the template did (:class:`TemplateNote`).
     """
 
     def __init__(

@@ -331,3 +331,24 @@ def test_hostile_text_in_notes_is_inert(folders, hostile, html_audit):
     assert html_audit(view._repr_mimebundle_()["text/html"], tags=TAGS, css=CSS) == []
     view = kanibook.show_prompt(folders["drops_system"], msgs)
     assert html_audit(view._repr_mimebundle_()["text/html"], tags=TAGS, css=CSS) == []
+
+
+def test_a_message_rendered_twice_is_said_and_owned_both_times(tmp_path, chat_model_builder):
+    repeats = (  # the system text at the start and again before the last user message (written for this test)
+        "{% set sys = messages[0].content if messages[0].role == 'system' else '' %}"
+        "{% for m in messages %}{% if m.role == 'user' and loop.last and sys %}<|im_start|>system\n{{ sys }}"
+        "<|im_end|>\n{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    folder = chat_model_builder(tmp_path / "repeats", CHATML, repeats, "<|endoftext|>", "<|endoftext|>")
+    msgs = conversation()
+    view = kanibook.show_prompt(folder, msgs)
+    assert {(n.kind, n.message_index) for n in view.template_notes} == {("repeated", 0)}
+    assert view.template_notes[0].text == "#1 system: rendered 2 times"
+    system_segments = [s for s in view.segments_of(0) if s.count]
+    assert len(system_segments) == 2
+    for seg in system_segments:
+        own = "".join(t.text for t in view.tokens[seg.start : seg.end] if not t.is_template)
+        assert own == "You are a terse assistant."
+    check_turn_ends(view, "<|im_end|>")
+    assert sum(s.count for s in view.segments) == view.total
