@@ -352,3 +352,21 @@ def test_a_message_rendered_twice_is_said_and_owned_both_times(tmp_path, chat_mo
         assert own == "You are a terse assistant."
     check_turn_ends(view, "<|im_end|>")
     assert sum(s.count for s in view.segments) == view.total
+
+
+def test_no_system_role_refusal_and_fix(tmp_path, chat_model_builder):
+    no_system = (  # written for this test, after the behaviour of templates without a system role
+        "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    folder = chat_model_builder(tmp_path / "no-system", CHATML, no_system, "<|endoftext|>", "<|endoftext|>")
+    msgs = [ChatMessage.user("Hi"), ChatMessage.assistant("Hello"), ChatMessage.system("Be brief."),
+            ChatMessage.user("Why?")]  # fmt: skip
+    with pytest.raises(KanibookError, match=r"refuses message #3 \(system\): System role not supported\. "):
+        kanibook.show_prompt(folder, msgs)
+    view = kanibook.show_prompt(folder, msgs, fix=True)
+    assert [m.role.value for m in view.messages] == ["user", "assistant", "user"]
+    assert view.messages[-1].text == "Be brief.\n\nWhy?"
+    own = "".join(t.text for s in view.segments_of(2) for t in view.tokens[s.start : s.end] if not t.is_template)
+    assert own == "Be brief.\n\nWhy?"
