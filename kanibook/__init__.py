@@ -29,8 +29,8 @@ _LAZY = {
     "chat": "kanibook.widgets.chat_panel",
     "ChatSession": "kanibook.session",
     # inside the prompt: tokens as the model receives them
-    "show_prompt": "kanibook.prompt_view",
-    "compare_prompts": "kanibook.prompt_view",
+    "show_prompt": "kanibook.prompt",
+    "compare_prompts": "kanibook.prompt",
     # memory: readings, estimates before loading
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
     from .memory_view import estimate_memory, memory, memory_timeline
-    from .prompt_view import compare_prompts, show_prompt
+    from .prompt import compare_prompts, show_prompt
     from .session import ChatSession
     from .widgets.chat_panel import chat
 

@@ -1,7 +1,7 @@
 """IPython magics: ``%kani`` (subcommands) and ``%%chat``. They parse arguments and call the Python API, nothing more.
 
 The conversation lives in :class:`kanibook.session.ChatSession` (:func:`~kanibook.session.current_session`); the
-views come from :mod:`kanibook.prompt_view`, :mod:`kanibook.memory_view` and the chat panel. User mistakes become
+views come from :mod:`kanibook.prompt`, :mod:`kanibook.memory_view` and the chat panel. User mistakes become
 ``UsageError``: one line that says what to do, no traceback.
 """
 
@@ -35,6 +35,8 @@ class KaniMagics(Magics):
     @argument("--device", help="load: device to run on (cpu, cuda, cuda:1, mps)")
     @argument("--api-base", help="load: an OpenAI-compatible server's API root, e.g. http://127.0.0.1:8000/v1")
     @argument("--tokenizer", help="load with --api-base: the served model's local folder, to count tokens offline")
+    @argument("--model", help="prompt: show the conversation through this model's chat template (id or folder; "
+              "its tokenizer only, no weights)")  # fmt: skip
     @line_magic
     def kani(self, line: str):
         """Work with the notebook's conversation and model.
@@ -45,6 +47,7 @@ class KaniMagics(Magics):
             %kani load --api-base URL [MODEL] [--tokenizer FOLDER]   use an OpenAI-compatible server
             %kani chat                open the chat panel
             %kani prompt | tokens     show the templated prompt as tokens
+            %kani prompt --model ID   the same conversation through another model's template (tokenizer only)
             %kani memory              show memory use
             %kani reset               forget the conversation
             %kani history             show the conversation
@@ -62,6 +65,8 @@ class KaniMagics(Magics):
         load_only = [name for name in ("quant", "device", "api_base", "tokenizer") if getattr(args, name) is not None]
         if load_only and command != "load":
             raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
+        if args.model is not None and command not in ("prompt", "tokens"):
+            raise UsageError(f"--model belongs to %kani prompt, not %kani {command}.")
         try:
             return getattr(self, f"_kani_{command}")(args)
         except KanibookError as e:  # e.g. %kani prompt on an empty conversation: one line, no traceback
@@ -92,9 +97,20 @@ class KaniMagics(Magics):
 
     def _kani_prompt(self, args):
         _no_args(args, args.subcommand)
-        from .prompt_view import show_prompt
+        from .prompt import show_prompt
 
-        return show_prompt(_loaded_kani())
+        if args.model is None:
+            return show_prompt(_loaded_kani())
+        session = _session()
+        messages = session.messages
+        if not messages and session.system_prompt:
+            from kani import ChatMessage
+
+            messages = [ChatMessage.system(session.system_prompt)]
+        if not messages:
+            raise UsageError("The conversation is empty: chat first (%%chat), or use kanibook.show_prompt(MODEL, "
+                             "[ChatMessage.user('...')]).")  # fmt: skip
+        return show_prompt(args.model, messages)
 
     _kani_tokens = _kani_prompt
 

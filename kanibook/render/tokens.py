@@ -41,6 +41,8 @@ CSS = """
 .kb-tokens .kb-b>.kb-del{background:#e74c3c33;text-decoration:line-through}
 .kb-tokens .kb-b>.kb-ins{background:#2ecc7133}
 .kb-tokens .kb-dropped{opacity:.75;font-size:12px}
+.kb-tokens ul.kb-did{margin:4px 0;padding:3px 6px 3px 22px;border-left:3px solid #b7950b;background:#f5c54214}
+.kb-tokens ul.kb-did>li{margin:0}
 .kb-tokens .kb-r-system{--kb-c:#8e44ad;--kb-bg:#8e44ad0d}
 .kb-tokens .kb-r-user{--kb-c:#2471a3;--kb-bg:#2471a30d}
 .kb-tokens .kb-r-assistant{--kb-c:#1e8449;--kb-bg:#1e84490d}
@@ -165,6 +167,18 @@ def _short(message, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def _did_html(notes, title: str = "what the template did") -> str:
+    """The chat template's doings (dropped, merged, moved, rewritten messages; text of its own) as a short list."""
+    if not notes:
+        return ""
+    items = "".join(f'<li class="kb-did-{safe.attr(n.kind)}">{safe.text(n.text)}</li>' for n in notes)
+    return f'<div class="kb-legend">{safe.text(title)}:</div><ul class="kb-did">{items}</ul>'
+
+
+def _did_text(notes, title: str = "what the template did") -> list[str]:
+    return [f"{title}:", *(f"  * {_line(n.text)}" for n in notes)] if notes else []
+
+
 def prompt_html(view, element_id: str) -> str:
     """The prompt view as one self-contained HTML fragment."""
     spans = _Spans()
@@ -183,7 +197,8 @@ def prompt_html(view, element_id: str) -> str:
     return (
         f'<div class="kb-tokens" id="{safe.attr(element_id)}"><style>{CSS}</style>'
         f'<div class="kb-head"><b>{safe.text(view.title)}</b> \u00b7 {_n(view.total)} tokens \u00b7 '
-        f"{len(view.messages)} messages{mm}</div>{_context_bar(view)}{note}{_dropped(view)}{_counts_table(view)}"
+        f"{len(view.messages)} messages{mm}</div>{_context_bar(view)}{note}{_did_html(view.template_notes)}"
+        f"{_dropped(view)}{_counts_table(view)}"
         f'<div class="kb-legend">hover a token for its position, id and text \u00b7 <span class="kb-b"><span '
         f'class="kb-sp">special</span> <span class="kb-tm">template</span> <span>message text</span></span></div>'
         f"{''.join(body)}</div>"
@@ -236,6 +251,7 @@ def prompt_text(view, max_tokens: int = 3000) -> str:
         )
     if view.note:
         lines.append(f"! {_line(view.note)}")
+    lines += _did_text(view.template_notes)
     if view.dropped:
         lines.append(f"kani leaves out {len(view.dropped)} older message(s) to fit:")
         lines += [f"  - {m.role.value}: {_line(_short(m))}" for m in view.dropped]
@@ -288,6 +304,7 @@ def comparison_html(cmp, element_id: str) -> str:
         f'<div class="kb-tokens kb-compare" id="{safe.attr(element_id)}"><style>{CSS}</style>'
         f'<div class="kb-head kb-b"><span class="kb-del">A</span> <b>{la}</b>: {_n(a.total)} tokens \u00b7 '
         f'<span class="kb-ins">B</span> <b>{lb}</b>: {_n(b.total)} tokens \u00b7 {verdict}</div>'
+        f"{_did_html(a.template_notes, f'A: {cmp.labels[0]}')}{_did_html(b.template_notes, f'B: {cmp.labels[1]}')}"
         f'{_side_by_side(cmp)}<div class="kb-b">{"".join(out)}</div></div>'
     )
 
@@ -301,7 +318,7 @@ def _rows(cmp) -> list[tuple[str, str, int | None, int | None]]:
             if key not in index:
                 index[key] = len(rows)
                 rows.append([s.role, s.label, None, None])
-            rows[index[key]][2 + side] = s.count
+            rows[index[key]][2 + side] = (rows[index[key]][2 + side] or 0) + s.count
     return [tuple(r) for r in rows]
 
 
@@ -332,6 +349,9 @@ def comparison_text(cmp) -> str:
         f"B: {_line(cmp.labels[1])} \u00b7 {_n(b.total)} tokens",
         "identical" if cmp.same else "differences (- only in A, + only in B):",
     ]
+    lines += _did_text(a.template_notes, "A: what the template did") + _did_text(
+        b.template_notes, "B: what the template did"
+    )
     for _, label, x, y in _rows(cmp):
         lines.append(f"  {_line(label)[:32]:<32} {'' if x is None else _n(x):>7} {'' if y is None else _n(y):>7}")
     for tag, i1, i2, j1, j2 in cmp.opcodes:

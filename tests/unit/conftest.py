@@ -109,6 +109,22 @@ def build_tiny_llama2(folder: Path, chat_template: str = LLAMA2_TEMPLATE) -> Pat
     return Path(folder)
 
 
+def build_tiny_chat_model(folder: Path, special_tokens: list[str], chat_template: str, bos: str, eos: str,
+                          **config) -> Path:  # fmt: skip
+    """A text-only tiny random-weight Llama with its own special tokens and chat template, saved in ``folder``.
+
+    :param config: LlamaConfig overrides (e.g. a larger ``hidden_size`` for heavier weights).
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(special_tokens, chat_template, bos=bos, eos=eos)
+    torch.manual_seed(0)
+    LlamaForCausalLM(_tiny_llama_config(tokenizer, **config)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
 def build_tiny_llava(folder: Path) -> Path:
     """A tiny LLaVA (CLIP vision tower on 28x28 images + tiny Llama) with its processor, saved in ``folder``."""
     import torch
@@ -223,3 +239,9 @@ def session(demo_engine):
     s.close()
     set_current_session(previous)
     assert not demo_engine.is_generating
+
+
+@pytest.fixture(scope="session")
+def chat_model_builder():
+    """:func:`build_tiny_chat_model`, for tests that build tiny models with their own templates."""
+    return build_tiny_chat_model

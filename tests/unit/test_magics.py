@@ -414,7 +414,7 @@ def test_chat_subcommand_opens_the_panel_on_the_session(ip, session):
 
 @pytest.mark.parametrize("command", ["prompt", "tokens"])
 def test_prompt_subcommands_show_the_sessions_prompt(ip, session, command):
-    pytest.importorskip("kanibook.prompt_view")
+    pytest.importorskip("kanibook.prompt")
     _chat(ip, "--max-new-tokens 2 --temperature 0", "Hi")
     view = ip.run_line_magic("kani", command)
     bundle = view._repr_mimebundle_()

@@ -6,7 +6,8 @@ import re
 
 from kani import ChatMessage
 
-from kanibook.prompt_view import SPECIAL, TEMPLATE, PromptComparison, PromptView, Segment
+from kanibook.prompt.tokens import SPECIAL, TEMPLATE
+from kanibook.prompt.view import PromptComparison, PromptView, Segment
 from kanibook.render.tokens import CSS, prompt_text
 
 TAGS = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
