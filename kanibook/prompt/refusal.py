@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 
 from ..exceptions import KanibookError
-from .view import TemplateNote
+from .notes import TemplateNote
 
 __all__ = ["refusal_error", "nearest_accepted"]
 

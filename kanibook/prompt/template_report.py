@@ -15,7 +15,7 @@ from .layout import Layout
 from .regions import strings
 from .segment import _lcp, _lcs
 from .tokens import SPECIAL, TEMPLATE, TokenizedPrompt
-from .view import TemplateNote
+from .notes import TemplateNote
 
 __all__ = ["template_notes"]
 

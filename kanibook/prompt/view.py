@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from .notes import TemplateNote
 from .tokens import SPECIAL, TEMPLATE  # token flag bits (that module imports nothing heavy at import time)
 
 __all__ = ["PromptView", "PromptComparison", "Token", "Segment", "PlaceholderRun", "TemplateNote"]
@@ -54,26 +55,6 @@ class Segment:
     @property
     def count(self) -> int:
         return self.end - self.start
-
-
-@dataclass(frozen=True)
-class TemplateNote:
-    """One thing the chat template did to the conversation that the messages alone do not show.
-
-    :param kind: ``"dropped"`` (a message is not in the prompt), ``"merged"`` (its text is inside another message's
-        turn), ``"moved"`` (its text comes after a later message's), ``"repeated"`` (rendered more than once),
-        ``"rewritten"`` (part of its text is not in the prompt), ``"added"`` (template text of its own, e.g. a
-        default system prompt), ``"date"`` (today's date), ``"tools"`` (tool definitions), ``"fixed"`` (the
-        conversation was changed so that the template accepts it).
-    :param message_index: The message concerned (index in :attr:`PromptView.messages`), or None.
-    :param text: One line for a person, e.g. ``"#1 system: merged into #2 user's turn"``.
-    :param tokens: How many tokens it concerns, where that is meaningful (else 0).
-    """
-
-    kind: str
-    message_index: int | None
-    text: str
-    tokens: int = 0
 
 
 class PlaceholderRun(NamedTuple):
