@@ -112,17 +112,12 @@ class KanibookEngine(HuggingEngine):
     def build_prompt(self, messages, functions=None):
         """kani's ``build_prompt``, mended for multimodal models.
 
-        - Media the model cannot take (an image for a text-only model, audio without an audio processor) raise
-          :class:`~kanibook.exceptions.MediaError` instead of being dropped silently.
         - An audio model's processor is told the sampling rate.
         - The processor's own token type ids are kept (kani asks for none; Gemma 3 needs them to attend to an image's
           tokens bidirectionally), when the model's ``forward`` takes them.
         """
         from transformers import ProcessorMixin
 
-        from ..media.check import check_media
-
-        check_media(self, messages)
         processor = self._processor_or_tokenizer
         if self.pipeline is None or not isinstance(processor, ProcessorMixin):
             return super().build_prompt(messages, functions)
@@ -159,6 +154,10 @@ class KanibookEngine(HuggingEngine):
     ) -> AsyncIterable[str | KanibookCompletion]:
         if self._run is not None:
             raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before sending another.")
+        from ..media.check import check_media
+
+        # here, not in build_prompt: kani's token counting swallows build_prompt's errors and retries shorter prompts
+        check_media(self, messages)
         prompt = self.build_prompt(messages, functions)
         inputs, _, hyperparams = self._get_generate_args(prompt, **hyperparams)
         eos_ids = self._get_eos_tokens(return_ids=True, **hyperparams)
@@ -180,6 +179,12 @@ class KanibookEngine(HuggingEngine):
             completion_tokens=stats.completion_tokens,
             stats=stats,
         )
+
+    async def prompt_len(self, messages, functions=None, **kwargs) -> int:
+        """kani's count, of the prompt without media the model cannot take (refused with a clear error by stream)."""
+        from ..media.check import without_refused_media
+
+        return await super().prompt_len(without_refused_media(self, messages), functions, **kwargs)
 
     async def predict(self, messages, functions=None, *, decode_kwargs: dict | None = None, **hyperparams):
         completion = None

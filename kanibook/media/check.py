@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from ..exceptions import MediaError
 
-__all__ = ["check_media", "media_in", "media_kinds"]
+__all__ = ["check_media", "accepted_media", "without_refused_media", "media_in", "media_kinds", "processor_accepts"]
 
 
 def media_in(messages: Iterable[Any]) -> list:
@@ -35,30 +35,55 @@ def media_kinds(parts: Iterable[Any]) -> set[str]:
     return kinds
 
 
-def check_media(engine: Any, messages: Iterable[Any]) -> None:
-    """Raise :class:`MediaError` if ``messages`` hold a kind of media the engine's model cannot take.
-
-    Only engines built on kani's ``HuggingEngine`` (what the processor can take is known) and kani's
-    ``LlamaCppEngine`` (text only) are checked; other engines are left to report for themselves.
-
-    :param engine: A kani engine (wrapper engines are unwrapped).
-    :param messages: ``ChatMessage`` objects, or kani queries (lists of parts).
-    """
-    kinds = media_kinds(media_in(messages))
-    if not kinds:
-        return
+def accepted_media(engine: Any) -> set[str] | None:
+    """The kinds of media an engine's model takes; None when unknown (engines other than kani's Hugging Face and
+    llama.cpp ones, which are left to report for themselves). Wrapper engines are unwrapped."""
     from kani.engines.base import WrapperEngine
 
     while isinstance(engine, WrapperEngine):
         engine = engine.engine
     names = {c.__name__ for c in type(engine).__mro__}
     if "LlamaCppEngine" in names:
-        _refuse(kinds, engine, "llama.cpp runs text only here", set())
+        return set()
+    if "HuggingEngine" in names:
+        return processor_accepts(engine._processor_or_tokenizer)
+    return None
+
+
+def check_media(engine: Any, messages: Iterable[Any]) -> None:
+    """Raise :class:`MediaError` if ``messages`` hold a kind of media the engine's model cannot take.
+
+    :param engine: A kani engine (see :func:`accepted_media` for which are checked).
+    :param messages: ``ChatMessage`` objects, or kani queries (lists of parts).
+    """
+    kinds = media_kinds(media_in(messages))
+    if not kinds:
         return
-    if "HuggingEngine" not in names:
-        return
-    accepted = processor_accepts(engine._processor_or_tokenizer)
-    _refuse(kinds, engine, "", accepted)
+    accepted = accepted_media(engine)
+    if accepted is not None:
+        _refuse(kinds, engine, accepted)
+
+
+def without_refused_media(engine: Any, messages: list) -> list:
+    """``messages`` with the media parts the model cannot take removed (their text kept), for token counting only.
+
+    kani counts tokens before generating and swallows the errors of that count; counting without the refused parts
+    lets the clear :class:`MediaError` of :func:`check_media` come from the generation step instead.
+    """
+    accepted = accepted_media(engine)
+    if accepted is None or not media_in(messages):
+        return messages
+    out = []
+    for message in messages:
+        refused = [p for p in media_in([message]) if not media_kinds([p]) <= accepted]
+        if refused:
+            kept = [p for p in message.parts if not any(p is r for r in refused)]
+            if all(isinstance(p, str) for p in kept):
+                message = message.copy_with(text="".join(kept))
+            else:
+                message = message.copy_with(parts=kept)
+        out.append(message)
+    return out
 
 
 def processor_accepts(processor: Any) -> set[str]:
@@ -79,14 +104,14 @@ def processor_accepts(processor: Any) -> set[str]:
     return accepted
 
 
-def _refuse(kinds: set[str], engine: Any, why: str, accepted: set[str]) -> None:
+def _refuse(kinds: set[str], engine: Any, accepted: set[str]) -> None:
     missing = sorted(kinds - accepted)
     if not missing:
         return
     model = getattr(engine, "model_id", None) or type(engine).__name__
     model = str(model).rsplit("/", 1)[-1][:60]
     if not accepted:
-        what = why or "it is a text-only model (no processor for images or audio)"
+        what = "it is a text-only model (no processor for images or audio)"
         hint = "load a multimodal model (e.g. a Gemma 3 or Qwen2-Audio) or send the text alone"
     else:
         what = f"its processor takes {' and '.join(sorted(accepted))} only"

@@ -12,7 +12,7 @@ loads (random weights: their answers mean nothing; use them for templates, token
   ``ChatMessage.user(["text", ImagePart(image=pil_image)])`` (``kani.ext.multimodal_core.ImagePart``). One image
   becomes 16 ``<image>`` tokens ((28 / 7) ** 2 patches; the CLS position is dropped by "default" feature selection).
 
-- ``tiny_gemma3_dir``: a Gemma 3 (SigLIP vision tower on 28x28 images, patch 7, pooled to 4 image tokens, projector
+- ``tiny_gemma3_dir``: a two-layer Gemma 3 (SigLIP vision tower on 28x28 images, patch 7, pooled to 4 image tokens, projector
   weights randomized so images differ) with a Gemma-style template; one image becomes ``<start_of_image>``, 4
   ``<image_soft_token>`` and ``<end_of_image>``. Loads with ``kanibook.load(tiny_gemma3_dir)``; its processor returns
   ``token_type_ids`` (1 on image tokens).
@@ -182,9 +182,11 @@ def build_tiny_gemma3(folder: Path) -> Path:
                 "<image_soft_token>"]  # fmt: skip
     named = dict(boi_token="<start_of_image>", eoi_token="<end_of_image>", image_token="<image_soft_token>")
     tokenizer = build_tiny_tokenizer(specials, GEMMA3_TEMPLATE, bos="<bos>", eos="<end_of_turn>", **named)
+    # two text layers: with one, the last position reads only the image tokens' inputs, and Gemma 3's bidirectional
+    # attention among image tokens (what token_type_ids switch on) could not show in the next-token logits
     ids = tokenizer.convert_tokens_to_ids
     text = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, head_dim=8, max_position_embeddings=512, sliding_window=64,
         bos_token_id=ids("<bos>"), eos_token_id=ids("<end_of_turn>"), pad_token_id=ids("<pad>"),
     )  # fmt: skip
