@@ -24,7 +24,10 @@ from typing import Any
 
 from ..exceptions import MediaError
 
-__all__ = ["as_part", "user_parts", "user_message", "describe_part", "is_media_part"]
+__all__ = ["as_part", "user_parts", "user_message", "describe_part", "is_media_part", "media_names", "part_label"]
+
+#: Where a message keeps its media's names (file or variable names): ``message.extra["kanibook"]["media"]``.
+NOTE_KEY = "kanibook"
 
 _AUDIO_SUFFIXES = {".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".webm"}
 
@@ -105,6 +108,26 @@ def describe_part(part: Any) -> str:
     if isinstance(part, core.AudioPart):
         return f"audio {part.duration:.2f} s at {part.sample_rate} Hz"
     return type(part).__name__
+
+
+def media_names(message) -> list[str]:
+    """The names (file or variable names) kept with a message's media, in order ("" where none)."""
+    notes = message.extra.get(NOTE_KEY) if isinstance(getattr(message, "extra", None), dict) else None
+    names = notes.get("media") if isinstance(notes, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def name_media(message, names: list[str]) -> None:
+    """Keep the names of a message's media in ``message.extra`` (kani saves ``extra`` with the message)."""
+    notes = dict(message.extra.get(NOTE_KEY) or {})
+    notes["media"] = [str(n) for n in names]
+    message.extra = {**message.extra, NOTE_KEY: notes}
+
+
+def part_label(part: Any, name: str = "") -> str:
+    """``"image 28×28: cat.png"`` for a media part, its type name for any other non-text part."""
+    label = describe_part(part) if is_media_part(part) else type(part).__name__
+    return f"{label}: {name}" if name else label
 
 
 # ---- conversions ----

@@ -14,23 +14,7 @@ import kanibook  # noqa: E402
 from kanibook.exceptions import KanibookError, MediaError  # noqa: E402
 from kanibook.media import user_parts  # noqa: E402
 
-
-class NoGenerate:
-    """Counts ``model.generate`` calls (the real one still runs if called)."""
-
-    def __init__(self, model):
-        self.model, self.calls, self._real = model, 0, model.generate
-
-    def __enter__(self):
-        def counting(*args, **kwargs):
-            self.calls += 1
-            return self._real(*args, **kwargs)
-
-        self.model.generate = counting
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate
+from _media_checks import Recorder  # noqa: E402  (tests/unit/_media_checks.py)
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +40,11 @@ def one_line(error: Exception) -> str:
 
 def test_image_to_a_text_only_model_through_the_session(text_session, demo_engine):
     before = list(text_session.history)
-    with NoGenerate(demo_engine.model) as gen, pytest.raises(MediaError) as info:
+    with Recorder(demo_engine.model) as gen, pytest.raises(MediaError) as info:
         text_session.send("What is in this picture?", media=Image.new("RGB", (8, 8)), max_new_tokens=3)
     text = one_line(info.value)
     assert "cannot take image" in text and "text-only" in text and "Nothing was generated" in text
-    assert gen.calls == 0
+    assert gen.calls == []
     assert text_session.history == before  # the conversation as it was; the refused message was not added
     assert not text_session.is_generating
     assert text_session.send("Thanks", max_new_tokens=2).error is None  # and it goes on
@@ -68,21 +52,21 @@ def test_image_to_a_text_only_model_through_the_session(text_session, demo_engin
 
 def test_image_to_a_text_only_model_through_kani(demo_engine, run_async):
     kani = Kani(demo_engine, chat_history=[ChatMessage.user("Hello"), ChatMessage.assistant("Hi there.")])
-    with NoGenerate(demo_engine.model) as gen, pytest.raises(MediaError) as info:
+    with Recorder(demo_engine.model) as gen, pytest.raises(MediaError) as info:
         run_async(kani.chat_round(user_parts("Describe this", Image.new("RGB", (8, 8))), max_new_tokens=3))
     assert "cannot take image" in one_line(info.value)
-    assert gen.calls == 0
+    assert gen.calls == []
     assert [m.text for m in kani.chat_history[:2]] == ["Hello", "Hi there."]  # earlier turns kept
 
 
 def test_audio_to_an_image_model(llava_engine):
     session = kanibook.ChatSession(llava_engine)
     try:
-        with NoGenerate(llava_engine.model) as gen, pytest.raises(MediaError) as info:
+        with Recorder(llava_engine.model) as gen, pytest.raises(MediaError) as info:
             session.send("Listen", media=[(np.zeros(1600), 16000)], max_new_tokens=3)
         text = one_line(info.value)
         assert "cannot take audio" in text and "takes image only" in text
-        assert gen.calls == 0 and session.history == []
+        assert gen.calls == [] and session.history == []
     finally:
         session.close()
 
@@ -91,12 +75,12 @@ def test_unreadable_file_through_the_session(text_session, demo_engine, tmp_path
     bad = tmp_path / "holiday.png"
     bad.write_bytes(b"not really a png")
     before = list(text_session.history)
-    with NoGenerate(demo_engine.model) as gen:
+    with Recorder(demo_engine.model) as gen:
         for media in (bad, tmp_path / "missing.wav", object()):
             with pytest.raises(MediaError) as info:
                 text_session.send("Look", media=media)
             one_line(info.value)
-    assert gen.calls == 0 and text_session.history == before
+    assert gen.calls == [] and text_session.history == before
 
 
 def test_an_image_earlier_in_the_conversation_then_a_text_only_model(llava_engine, demo_engine):
@@ -105,9 +89,9 @@ def test_an_image_earlier_in_the_conversation_then_a_text_only_model(llava_engin
         assert session.send("Colour?", media=Image.new("RGB", (28, 28), "red"), max_new_tokens=2).error is None
         kept = list(session.history)
         session.use(demo_engine)
-        with NoGenerate(demo_engine.model) as gen, pytest.raises(MediaError) as info:
+        with Recorder(demo_engine.model) as gen, pytest.raises(MediaError) as info:
             session.send("And now?", max_new_tokens=2)
-        assert "cannot take image" in one_line(info.value) and gen.calls == 0
+        assert "cannot take image" in one_line(info.value) and gen.calls == []
         assert session.history == kept
     finally:
         session.close()

@@ -20,6 +20,8 @@ import kanibook  # noqa: E402
 from kanibook.engine._model_thread import model_thread  # noqa: E402
 from kanibook.media import user_message, user_parts  # noqa: E402
 
+from _media_checks import Recorder  # noqa: E402  (tests/unit/_media_checks.py)
+
 
 @pytest.fixture(scope="module")
 def llava_engine(tiny_llava_dir):
@@ -49,25 +51,6 @@ def audio_engine(tiny_qwen2_audio_dir):
     )
 
 
-class GenerateRecorder:
-    """Wraps ``model.generate`` (the real one still runs) and keeps the keyword arguments of each call."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-        self._real = model.generate
-
-    def __enter__(self):
-        def recording(*args, **kwargs):
-            self.calls.append(kwargs)
-            return self._real(*args, **kwargs)
-
-        self.model.generate = recording
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate  # the class's own method again
-
-
 def tone(freq: float, seconds: float = 0.5, rate: int = 16000) -> tuple[np.ndarray, int]:
     t = np.arange(int(seconds * rate)) / rate
     return 0.5 * np.sin(2 * np.pi * freq * t), rate
@@ -88,7 +71,7 @@ def next_token_logits(engine, messages):
 def test_image_reaches_generate_through_a_session(llava_engine):
     session = kanibook.ChatSession(llava_engine)
     try:
-        with GenerateRecorder(llava_engine.model) as rec:
+        with Recorder(llava_engine.model) as rec:
             result = session.send("Describe this image", media=Image.new("RGB", (28, 28), "red"), max_new_tokens=3)
         assert result.error is None
         assert len(rec.calls) == 1 and tuple(rec.calls[0]["pixel_values"].shape) == (1, 3, 28, 28)
@@ -137,7 +120,7 @@ def test_gemma3_token_type_ids_reach_generate_and_match_a_direct_call(gemma3_eng
                 first_step.append(scores[0].float().clone())
             return scores
 
-    with GenerateRecorder(gemma3_engine.model) as rec:
+    with Recorder(gemma3_engine.model) as rec:
         run_async(gemma3_engine.predict(messages, max_new_tokens=2, do_sample=False,
                                         logits_processor=LogitsProcessorList([Capture()])))  # fmt: skip
     sent = rec.calls[0]
@@ -165,7 +148,7 @@ def test_audio_through_the_seed_call_shape(audio_engine, tmp_path):
         w.writeframes((samples * 32767).astype("<i2").tobytes())
     session = kanibook.ChatSession(audio_engine)
     try:
-        with GenerateRecorder(audio_engine.model) as rec:
+        with Recorder(audio_engine.model) as rec:
             result = session.send("What do you hear?", media=[str(path)], max_new_tokens=3)
         assert result.error is None
         sent = rec.calls[0]
