@@ -146,7 +146,8 @@ class KaniMagics(Magics):
 
         ``{name}`` in the cell is replaced by the notebook variable ``name`` (``{{`` and ``}}`` for literal braces).
         ``--image img`` / ``--audio clip`` attach the image or sound held by a notebook variable; they are shown above
-        the reply. Interrupt the kernel (the stop button) to stop the reply: the partial reply is kept and marked stopped.
+        the reply.
+        Interrupt the kernel (the stop button) to stop the reply: the partial reply is kept and marked stopped.
         """
         args = _parse(self.chat, line, "%%chat")
         if args.max_new_tokens is not None and args.max_new_tokens < 1:

@@ -190,7 +190,8 @@ def _from_path(path: str | os.PathLike):
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise MediaError(f"Could not read {text!r} ({e.strerror or type(e).__name__}): check its permissions.") from None
+        why = e.strerror or type(e).__name__
+        raise MediaError(f"Could not read {text!r} ({why}): check its permissions.") from None
     return _from_bytes(data, repr(p.name))
 
 

@@ -11,11 +11,10 @@ loads (random weights: their answers mean nothing; use them for templates, token
   ``kanibook.load(tiny_llava_dir, model_cls=transformers.AutoModelForImageTextToText)`` and send
   ``ChatMessage.user(["text", ImagePart(image=pil_image)])`` (``kani.ext.multimodal_core.ImagePart``). One image
   becomes 16 ``<image>`` tokens ((28 / 7) ** 2 patches; the CLS position is dropped by "default" feature selection).
-
-- ``tiny_gemma3_dir``: a two-layer Gemma 3 (SigLIP vision tower on 28x28 images, patch 7, pooled to 4 image tokens, projector
-  weights randomized so images differ) with a Gemma-style template; one image becomes ``<start_of_image>``, 4
-  ``<image_soft_token>`` and ``<end_of_image>``. Loads with ``kanibook.load(tiny_gemma3_dir)``; its processor returns
-  ``token_type_ids`` (1 on image tokens).
+- ``tiny_gemma3_dir``: a two-layer Gemma 3 (SigLIP vision tower on 28x28 images, patch 7, pooled to 4 image
+  tokens, projector weights randomized so images differ) with a Gemma-style template; one image becomes
+  ``<start_of_image>``, 4 ``<image_soft_token>`` and ``<end_of_image>``. Loads with
+  ``kanibook.load(tiny_gemma3_dir)``; its processor returns ``token_type_ids`` (1 on image tokens).
 - ``tiny_qwen2_audio_dir``: a Qwen2-Audio (Whisper-style encoder on 16 mel bins, ``chunk_length=1``: at most one
   second of 16 kHz audio, 25 ``<|AUDIO|>`` tokens) with a ChatML template. Load with
   ``kanibook.load(tiny_qwen2_audio_dir, model_cls=transformers.AutoModelForMultimodalLM, audio_sr=16000)``.

@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-pytest.importorskip("kani.ext.multimodal_core", reason="needs kani-multimodal-core (pip install 'kanibook[multimodal]')")
+pytest.importorskip("kani.ext.multimodal_core", reason="needs pip install 'kanibook[multimodal]'")
 
 from kani import ChatMessage, ChatRole  # noqa: E402
 from kani.ext.multimodal_core import AudioPart, ImagePart  # noqa: E402

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("kani.ext.multimodal_core", reason="needs kani-multimodal-core (pip install 'kanibook[multimodal]')")
+pytest.importorskip("kani.ext.multimodal_core", reason="needs pip install 'kanibook[multimodal]'")
 
 from kani import ChatMessage  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-pytest.importorskip("kani.ext.multimodal_core", reason="needs kani-multimodal-core (pip install 'kanibook[multimodal]')")
+pytest.importorskip("kani.ext.multimodal_core", reason="needs pip install 'kanibook[multimodal]'")
 
 from kani import ChatMessage, Kani  # noqa: E402
 from PIL import Image  # noqa: E402
