@@ -65,7 +65,7 @@ def as_part(obj: Any, *, sample_rate: int | None = None):
     except ImportError:  # pragma: no cover - Pillow comes with kani-multimodal-core
         Image = None
     if Image is not None and isinstance(obj, Image.Image):
-        return core.ImagePart(image=obj)
+        return core.ImagePart(image=obj.copy())  # a copy: kani's ImagePart closes its image when collected
     if type(obj).__module__ == "numpy" and hasattr(obj, "ndim"):
         if sample_rate is not None:
             return audio_from_array(obj, sample_rate)

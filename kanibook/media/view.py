@@ -16,6 +16,8 @@ from .parts import as_part, describe_part
 __all__ = ["MediaView", "media_item", "media_from_variables"]
 
 THUMBNAIL_SIDE = 160
+#: Longer sounds get a label, not an embedded player (a data URI this size would weigh down the notebook).
+MAX_PLAYER_BYTES = 4 * 2**20
 
 
 def media_item(part: Any, caption: str = ""):
@@ -28,6 +30,8 @@ def media_item(part: Any, caption: str = ""):
 
     label = describe_part(part)
     if type(part).__name__ == "AudioPart":
+        if len(part.raw) > MAX_PLAYER_BYTES:
+            return MediaItem("audio", "audio/wav", b"", f"{label} (too long for a player here)", caption)
         return MediaItem("audio", "audio/wav", part.as_wav_bytes(), label, caption)
     image = part.image.copy()
     if image.mode not in ("RGB", "RGBA", "L"):

@@ -26,7 +26,7 @@ class MediaItem(NamedTuple):
 
     :param kind: ``"image"`` or ``"audio"``.
     :param mime: The encoded bytes' type (image/png, image/jpeg, audio/wav).
-    :param data: The encoded bytes (a thumbnail, a WAV file).
+    :param data: The encoded bytes (a thumbnail, a WAV file); empty: the label alone, no player.
     :param label: What it is, e.g. ``"image 28×28"``.
     :param caption: Where it came from (a variable or file name), or "".
     """
@@ -53,7 +53,9 @@ def media_html(items: list[MediaItem], *, with_css: bool = True) -> str:
     for it in items:
         src = safe.attr(safe.data_uri(it.mime, it.data))
         title = safe.attr(f"{it.label} {it.caption}".strip())
-        if it.kind == "image":
+        if not it.data:
+            body = ""
+        elif it.kind == "image":
             body = f'<img src="{src}" alt="{safe.attr(it.label)}" title="{title}">'
         else:
             body = f'<audio controls preload="metadata" src="{src}" title="{title}"></audio>'

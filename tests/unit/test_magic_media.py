@@ -132,6 +132,17 @@ def test_hostile_captions_and_file_names_are_inert(hostile, tmp_path):
     assert media_audit(html) == [] and "onerror=alert(1)&gt;" in html
 
 
+def test_a_long_sound_gets_a_label_not_a_player():
+    from kanibook.media.view import MAX_PLAYER_BYTES
+
+    long = as_part((np.zeros(MAX_PLAYER_BYTES // 2 + 16000), 16000))  # 16-bit samples: just over the limit
+    bundle = MediaView([long], ["lecture"])._repr_mimebundle_()
+    assert "<audio" not in bundle["text/html"] and "too long for a player" in bundle["text/html"]
+    assert media_audit(bundle["text/html"]) == [] and len(bundle["text/html"]) < 10_000
+    short = MediaView([as_part((np.zeros(16000), 16000))])._repr_mimebundle_()["text/html"]
+    assert short.count("<audio controls") == 1
+
+
 def test_terminal_shows_a_line_per_medium(ip, current, llava_engine, capsys):
     current(llava_engine)
     ip.user_ns["photo"] = Image.new("RGB", (28, 28))
