@@ -31,6 +31,10 @@ _LAZY = {
     # inside the prompt: tokens as the model receives them
     "show_prompt": "kanibook.prompt",
     "compare_prompts": "kanibook.prompt",
+    # images and sounds in messages
+    "user_message": "kanibook.media",
+    "user_parts": "kanibook.media",
+    "as_part": "kanibook.media",
     # memory: readings, estimates before loading
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
@@ -44,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .engine._model_thread import release_cpu_threads
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
+    from .media import as_part, user_message, user_parts
     from .memory_view import estimate_memory, memory, memory_timeline
     from .prompt import compare_prompts, show_prompt
     from .session import ChatSession

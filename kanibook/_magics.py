@@ -152,11 +152,17 @@ class KaniMagics(Magics):
     @argument("--system", help="set the conversation's system prompt (kept for later cells)")
     @argument("--max-new-tokens", type=int, help="the most tokens to generate")
     @argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    @argument("--image", action="append", default=[], metavar="VAR",
+              help="attach the image in notebook variable VAR (a PIL image, an array, a path); repeatable")
+    @argument("--audio", action="append", default=[], metavar="VAR",
+              help="attach the sound in notebook variable VAR ((samples, rate), a WAV path); repeatable")
     @cell_magic
     def chat(self, line: str, cell: str):
         """Send the cell as a message to the notebook's conversation and stream the reply below it.
 
         ``{name}`` in the cell is replaced by the notebook variable ``name`` (``{{`` and ``}}`` for literal braces).
+        ``--image img`` / ``--audio clip`` attach the image or sound held by a notebook variable; they are shown above
+        the reply.
         Interrupt the kernel (the stop button) to stop the reply: the partial reply is kept and marked stopped.
         """
         args = _parse(self.chat, line, "%%chat")
@@ -168,18 +174,29 @@ class KaniMagics(Magics):
         if not message:
             raise UsageError("%%chat needs a message: write it in the cell below the %%chat line.")
         session = _session()
-        _loaded_kani()
+        kani = _loaded_kani()
+        media, captions = [], []
         try:
             check_text(message)
             session.check_ready()
-        except KanibookError as e:  # busy, or text no tokenizer can encode: nothing is sent, nothing changes
+            if args.image or args.audio:  # read and checked against the model before anything is sent
+                from .media import check_media, user_parts
+                from .media.view import media_from_variables
+
+                media, captions = media_from_variables(args.image, args.audio, self.shell.user_ns)
+                check_media(kani.engine, [*session.messages, user_parts(message, *media)])
+        except KanibookError as e:  # busy, unreadable media, text no tokenizer can encode: nothing is sent
             raise UsageError(str(e)) from None
         if args.system is not None:
             session.system_prompt = args.system
         hyperparams = session.generation_kwargs(args.max_new_tokens, args.temperature)
         view = _stream_view(self.shell)
+        if media:
+            from .media.view import MediaView
+
+            view.show(MediaView(media, captions))
         view.start()
-        result = session.send(message, on_text=view.update, **hyperparams)
+        result = session.send(message, media=media or None, on_text=view.update, **hyperparams)
         view.finish(result)
         if result.error:
             kept = "" if "kept" in result.error else " (your message is kept in the conversation)"
@@ -306,6 +323,11 @@ class _DisplayStream:
     def __init__(self):
         self._handle = None
 
+    def show(self, obj) -> None:
+        from IPython.display import display
+
+        display(obj)
+
     def start(self) -> None:
         from IPython.display import display
 
@@ -324,6 +346,9 @@ class _TerminalStream:
 
     def __init__(self):
         self._shown = ""
+
+    def show(self, obj) -> None:
+        print(obj._repr_mimebundle_()["text/plain"], flush=True)
 
     def start(self) -> None:
         pass

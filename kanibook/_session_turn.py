@@ -41,7 +41,7 @@ class TurnResult:
 class _Turn:
     """One user message and its reply, run on the session's loop; interruptible from the caller's thread."""
 
-    def __init__(self, kani, message: str, hyperparams: dict, loop: _BackgroundLoop):
+    def __init__(self, kani, message: str | list, hyperparams: dict, loop: _BackgroundLoop):
         self.kani = kani
         self.message = message
         self.hyperparams = hyperparams

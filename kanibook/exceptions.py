@@ -11,6 +11,7 @@ __all__ = [
     "BusyError",
     "BadTextError",
     "UnsavableTextError",
+    "MediaError",
 ]
 
 
@@ -44,6 +45,10 @@ class BadTextError(KanibookError, ValueError):
 
 class UnsavableTextError(KanibookError, ValueError):
     """The conversation cannot be written in the chosen format; the file at the path is left as it was."""
+
+
+class MediaError(KanibookError, ValueError):
+    """An image or sound cannot be read, or the model cannot take it; nothing was generated."""
 
 
 def check_text(text: str, what: str = "The message") -> None:

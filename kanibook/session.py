@@ -264,6 +264,7 @@ class ChatSession:
         self,
         message: str,
         *,
+        media: Any = None,
         on_text: Callable[[str], None] | None = None,
         min_interval: float = 0.05,
         **hyperparams: Any,
@@ -271,6 +272,10 @@ class ChatSession:
         """Send a user message and wait for the reply, streaming its text to ``on_text``; interrupt-safe.
 
         :param message: The user's message.
+        :param media: Images and sounds sent with it: one or a list, each a PIL image, a numpy array, ``(samples,
+            sample_rate)``, the path of an image or WAV file, or a kani-multimodal-core part (see
+            :func:`kanibook.media.as_part`). Media the model cannot take, or cannot be read, raise
+            :class:`~kanibook.exceptions.MediaError` before anything is sent (the conversation is unchanged).
         :param on_text: Called on the calling thread with the reply's text so far (stripped), at most once per
             ``min_interval`` seconds and once more at the end. An exception from it (KeyboardInterrupt included)
             stops the turn like an interrupt does.
@@ -279,9 +284,11 @@ class ChatSession:
         :returns: A :class:`TurnResult`; KeyboardInterrupt stops generation and returns the partial reply.
         """
         check_text(message)
+        query = _query(message, media)
         self.check_ready()
         kani = self.kani
-        turn = self._turn = _Turn(kani, message, hyperparams, self._loop)
+        _check_media(kani, query)
+        turn = self._turn = _Turn(kani, query, hyperparams, self._loop)
         start = time.perf_counter()
         release_cpu_threads()  # this thread's torch pool would slow the model thread (see engine/_model_thread)
         future = self._loop.submit(turn.run())
@@ -345,6 +352,23 @@ class _EmptyChat:
 
         self.always_included_messages = [ChatMessage.system(system_prompt)] if system_prompt else []
         self.chat_history = []
+
+
+def _query(message: str, media: Any) -> str | list:
+    """The text alone, or the text and each medium as parts (read and checked here, before anything is sent)."""
+    items = list(media) if isinstance(media, list) else [] if media is None else [media]  # a tuple is (samples, rate)
+    if not items:
+        return message
+    from .media import user_parts
+
+    return user_parts(message, *items)
+
+
+def _check_media(kani, query) -> None:
+    """Refuse media the model cannot take (in the new message or earlier ones) before the turn starts."""
+    from .media import check_media
+
+    check_media(kani.engine, [*kani.always_included_messages, *kani.chat_history, query])
 
 
 def _import_kani():

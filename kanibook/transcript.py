@@ -4,6 +4,10 @@ The JSON is exactly kani's own save format (``kani.utils.saveload.SavedKani``: t
 system prompt among them, and the chat history), so ``Kani(engine).load(path)`` restores the conversation. kanibook
 keeps its own notes about a message in ``message.extra["kanibook"]`` (e.g. ``{"stopped": true}`` for a reply cut
 short by Stop); kani saves and loads ``extra`` with the message.
+
+Images and sounds: the JSON embeds them (kani-multimodal-core's own format: a PNG or WAV data URI per part, so
+``Kani.load`` gives them back); the Markdown transcript keeps a reference, ``[image 28×28: cat.png]`` (the kind,
+size or duration, and the file or variable name kept in ``message.extra["kanibook"]["media"]``), not the data.
 """
 
 from __future__ import annotations
@@ -49,8 +53,21 @@ def is_stopped(message) -> bool:
 
 
 def message_text(message) -> str:
-    """A message's text; non-text parts (images, audio, ...) appear as ``[ImagePart]`` instead of being coerced."""
-    return "".join(p if isinstance(p, str) else f"[{type(p).__name__}]" for p in message.parts)
+    """A message's text; images and sounds appear as a reference, ``[image 28×28: cat.png]`` (with the file name
+    the panel kept, see :func:`kanibook.media.parts.media_names`), other non-text parts as ``[TypeName]``."""
+    if all(isinstance(p, str) for p in message.parts):
+        return "".join(message.parts)
+    from .media.parts import media_names, part_label
+
+    names = iter(media_names(message))
+    out = []
+    for p in message.parts:
+        if isinstance(p, str):
+            out.append(p)
+        else:
+            name = next(names, "") if type(p).__name__ in ("ImagePart", "AudioPart", "VideoPart") else ""
+            out.append(f"[{part_label(p, name)}]")
+    return "".join(out)
 
 
 # ---- JSON (kani's format) ----
@@ -75,7 +92,7 @@ def to_json(ai, *, indent: int | None = 2) -> str:
 def _refuse_unencodable(ai) -> None:
     """kani's JSON format (read back by pydantic) cannot hold a lone surrogate, escaped or not: say which message."""
     for i, message in enumerate([*ai.always_included_messages, *ai.chat_history], start=1):
-        text = message.text or ""
+        text = "".join(p for p in message.parts if isinstance(p, str))  # .text would coerce images to strings
         at = find_lone_surrogate(text)
         if at is not None:
             raise UnsavableTextError(

@@ -15,7 +15,11 @@ hyperparameters). What kanibook adds or mends:
   it (see :mod:`kanibook.engine._model_thread`).
 - Every completion carries :class:`~kanibook.TurnStats` (``completion.stats``, also ``engine.last_stats``).
 - ``audio_sample_rate`` / ``audio_sr`` (what kani's documentation says) mean kani's ``mm_audio_sample_rate``,
-  instead of falling silently into the generation arguments; the processor is given the sampling rate too.
+  instead of falling silently into the generation arguments; the processor is given the sampling rate too, and
+  without one the audio feature extractor's own rate is used.
+- Gemma 3's ``token_type_ids`` (which kani asks the processor not to return) reach ``generate``.
+- An image sent to a text-only model, or audio to a model without an audio processor, is refused before generating
+  (:class:`~kanibook.exceptions.MediaError`), instead of being dropped silently.
 - A vision-language model's context size is found in its ``text_config``.
 - A local folder never waits on the network; an unknown model id fails within seconds with a clear message.
 """
@@ -41,6 +45,8 @@ from ..exceptions import BusyError, KanibookError
 from ..quant import load_kwargs_for
 
 __all__ = ["KanibookEngine", "KanibookCompletion", "load"]
+
+_TYPE_ID_KEYS = {"token_type_ids", "mm_token_type_ids"}  # kept only when the model's forward takes them
 
 
 class KanibookCompletion(Completion):
@@ -81,6 +87,9 @@ class KanibookEngine(HuggingEngine):
             if max_context_size is None:
                 max_context_size = _context_size_from_config(model_id, kwargs.get("model_load_kwargs"))
             super().__init__(model_id, max_context_size, prompt_pipeline, **kwargs)
+        if self.mm_audio_sample_rate is None:  # kani would hand audio over at its own rate, whatever the model expects
+            extractor = getattr(self._processor_or_tokenizer, "feature_extractor", None)
+            self.mm_audio_sample_rate = getattr(extractor, "sampling_rate", None)
         self._run: GenerationRun | None = None
         #: The figures of the most recent turn (also on each completion as ``.stats``).
         self.last_stats: TurnStats | None = None
@@ -101,28 +110,38 @@ class KanibookEngine(HuggingEngine):
     # ---- kani interface ----
 
     def build_prompt(self, messages, functions=None):
-        """kani's ``build_prompt``, except that an audio model's processor is told the sampling rate."""
-        from kani import _optional
+        """kani's ``build_prompt``, mended for multimodal models.
+
+        - An audio model's processor is told the sampling rate.
+        - The processor's own token type ids are kept (kani asks for none; Gemma 3 needs them to attend to an image's
+          tokens bidirectionally), when the model's ``forward`` takes them.
+        """
         from transformers import ProcessorMixin
 
-        if not (
-            self.mm_audio_sample_rate
-            and _optional.has_multimodal_core
-            and isinstance(self._processor_or_tokenizer, ProcessorMixin)
-            and self.pipeline is not None
-        ):
+        processor = self._processor_or_tokenizer
+        if self.pipeline is None or not isinstance(processor, ProcessorMixin):
             return super().build_prompt(messages, functions)
         audios, images, videos = self._collect_multimodal(messages)
-        return self._processor_or_tokenizer(
+        extra = {"sampling_rate": self.mm_audio_sample_rate} if audios and self.mm_audio_sample_rate else {}
+        inputs = processor(
             text=self.pipeline(messages, functions),
             audio=audios,
             images=images,
             videos=videos,
             add_special_tokens=False,
             return_tensors="pt",
-            return_mm_token_type_ids=False,
-            sampling_rate=self.mm_audio_sample_rate,
+            **extra,
         )
+        for key in _TYPE_ID_KEYS & set(inputs) - self._forward_params():
+            del inputs[key]
+        return inputs
+
+    def _forward_params(self) -> set[str]:
+        import inspect
+
+        if not hasattr(self, "_forward_param_names"):
+            self._forward_param_names = set(inspect.signature(self.model.forward).parameters)
+        return self._forward_param_names
 
     async def stream(
         self,
@@ -135,6 +154,10 @@ class KanibookEngine(HuggingEngine):
     ) -> AsyncIterable[str | KanibookCompletion]:
         if self._run is not None:
             raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before sending another.")
+        from ..media.check import check_media
+
+        # here, not in build_prompt: kani's token counting swallows build_prompt's errors and retries shorter prompts
+        check_media(self, messages)
         prompt = self.build_prompt(messages, functions)
         inputs, _, hyperparams = self._get_generate_args(prompt, **hyperparams)
         eos_ids = self._get_eos_tokens(return_ids=True, **hyperparams)
@@ -156,6 +179,12 @@ class KanibookEngine(HuggingEngine):
             completion_tokens=stats.completion_tokens,
             stats=stats,
         )
+
+    async def prompt_len(self, messages, functions=None, **kwargs) -> int:
+        """kani's count, of the prompt without media the model cannot take (refused with a clear error by stream)."""
+        from ..media.check import without_refused_media
+
+        return await super().prompt_len(without_refused_media(self, messages), functions, **kwargs)
 
     async def predict(self, messages, functions=None, *, decode_kwargs: dict | None = None, **hyperparams):
         completion = None

@@ -5,6 +5,7 @@
 - :func:`markdown` for a finished reply rendered as Markdown: raw HTML in the source is shown as text, then the
   result is sanitized with an allow-list (no script, no event handlers, no ``javascript:`` links);
 - :func:`json_for_script` for data embedded in a ``<script>`` element;
+- :func:`data_uri` for an image or sound embedded in ``src="..."`` (base64 of bytes kanibook encoded itself);
 - :func:`visible` for tokens: whitespace and control characters drawn as visible symbols;
 - :func:`markdown_literal` and :func:`markdown_inert` for text written into a Markdown *file* (transcripts), which
   some other program will render: literal text, or Markdown whose raw HTML and links cannot act.
@@ -23,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "text", "attr", "markdown", "json_for_script", "visible", "clean_chars", "markdown_literal", "markdown_inert",
+    "data_uri",
 ]  # fmt: skip
 
 # C0/C1 controls except tab and newline, plus the bidirectional embedding/override/isolate controls
@@ -87,6 +89,23 @@ def markdown(source: Any) -> str:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
+
+
+_DATA_MIMES = frozenset({"image/png", "image/jpeg", "audio/wav"})
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    """Bytes -> a ``data:`` URI for ``src="..."``: only image/png, image/jpeg and audio/wav, base64 (no quote, no
+    angle bracket, no ``javascript:`` can appear in it).
+
+    :param mime: One of image/png, image/jpeg, audio/wav.
+    :param data: The file's bytes (encoded by kanibook: a thumbnail it drew, a WAV it wrote).
+    """
+    import base64
+
+    if mime not in _DATA_MIMES:
+        raise ValueError(f"data_uri takes only {sorted(_DATA_MIMES)}, not {mime!r}")
+    return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode('ascii')}"
 
 
 def json_for_script(data: Any) -> str:

@@ -30,6 +30,7 @@ from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError, check_text
 from ..render import chat as render
 from ._message_view import MessageView
+from ._attachments import AttachmentBar, media_message, show_media  # media (issue 11)
 from ._panel_widgets import PanelWidgets
 
 __all__ = ["ChatPanel", "chat"]
@@ -92,6 +93,10 @@ class ChatPanel(PanelWidgets):
             top_p=top_p,
             do_sample=do_sample,
         )
+        # ---- media (issue 11): images / WAV files for the next message, under the input (widgets/_attachments.py)
+        self.attachments = AttachmentBar(on_error=self._set_status)
+        self.widget.children = (*self.widget.children[:4], self.attachments.widget, *self.widget.children[4:])
+        # ---- end media
         self._wire()
         self._render_all()
         self._schedule(self.refresh_context())
@@ -119,6 +124,8 @@ class ChatPanel(PanelWidgets):
 
     def _render_all(self) -> None:
         self._show_messages(self.kani.always_included_messages, self.kani.chat_history)
+        for view in self.messages:  # media (issue 11)
+            show_media(view)
 
     @property
     def busy(self) -> bool:
@@ -144,13 +151,12 @@ class ChatPanel(PanelWidgets):
         check_text(text)
         self._refuse_if_busy()
         _require_loop()
-        from kani import ChatMessage
 
         # The message enters the history now, not when the round's task first runs: a Stop in the same event-loop
         # tick (which cancels a task that never started) must not lose it.
-        user = ChatMessage.user(text)
+        user = media_message(self.attachments, text, self.kani)  # media (issue 11): checked, then the bar empties
         self.kani.chat_history.append(user)
-        self._add_view(MessageView.from_message(user))
+        show_media(self._add_view(MessageView.from_message(user)))  # media (issue 11): thumbnails / players
         return self._start(self._round())
 
     def stop(self) -> None:

@@ -11,9 +11,17 @@ loads (random weights: their answers mean nothing; use them for templates, token
   ``kanibook.load(tiny_llava_dir, model_cls=transformers.AutoModelForImageTextToText)`` and send
   ``ChatMessage.user(["text", ImagePart(image=pil_image)])`` (``kani.ext.multimodal_core.ImagePart``). One image
   becomes 16 ``<image>`` tokens ((28 / 7) ** 2 patches; the CLS position is dropped by "default" feature selection).
+- ``tiny_gemma3_dir``: a two-layer Gemma 3 (SigLIP vision tower on 28x28 images, patch 7, pooled to 4 image
+  tokens, projector weights randomized so images differ) with a Gemma-style template; one image becomes
+  ``<start_of_image>``, 4 ``<image_soft_token>`` and ``<end_of_image>``. Loads with
+  ``kanibook.load(tiny_gemma3_dir)``; its processor returns ``token_type_ids`` (1 on image tokens).
+- ``tiny_qwen2_audio_dir``: a Qwen2-Audio (Whisper-style encoder on 16 mel bins, ``chunk_length=1``: at most one
+  second of 16 kHz audio, 25 ``<|AUDIO|>`` tokens) with a ChatML template. Load with
+  ``kanibook.load(tiny_qwen2_audio_dir, model_cls=transformers.AutoModelForMultimodalLM, audio_sr=16000)``.
 
-The builders are plain functions (``build_tiny_tokenizer``, ``build_tiny_llama2``, ``build_tiny_llava``) for tests
-that need a variant (another template, other special tokens).
+The builders are plain functions (``build_tiny_tokenizer``, ``build_tiny_llama2``, ``build_tiny_llava``,
+``build_tiny_gemma3``, ``build_tiny_qwen2_audio``) for tests that need a variant (another template, other special
+tokens).
 """
 
 from __future__ import annotations
@@ -51,8 +59,24 @@ CHATML_IMAGE_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
+    "{% if p.type == 'image' %}<start_of_image>{% else %}{{ p.text }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
-def build_tiny_tokenizer(special_tokens: list[str], chat_template: str, bos: str, eos: str, vocab_size: int = 400):
+CHATML_AUDIO_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
+    "{% if p.type == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>{% else %}{{ p.text }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_tokenizer(
+    special_tokens: list[str], chat_template: str, bos: str, eos: str, vocab_size: int = 400, **named_tokens: str
+):
     """A byte-level BPE trained on a few sentences, as a ``PreTrainedTokenizerFast`` with a chat template.
 
     :param special_tokens: Added as special tokens, in this order (ids 0, 1, ...).
@@ -60,6 +84,8 @@ def build_tiny_tokenizer(special_tokens: list[str], chat_template: str, bos: str
     :param bos: The beginning-of-sequence token (one of ``special_tokens``).
     :param eos: The end-of-sequence (end-of-turn) token (one of ``special_tokens``).
     :param vocab_size: The BPE vocabulary size.
+    :param named_tokens: Model-specific named special tokens (e.g. ``boi_token="<start_of_image>"``), readable as
+        ``tokenizer.boi_token`` / ``tokenizer.boi_token_id`` as processors expect.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -74,7 +100,9 @@ def build_tiny_tokenizer(special_tokens: list[str], chat_template: str, bos: str
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=eos)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=eos, extra_special_tokens=named_tokens or None
+    )
     fast.chat_template = chat_template
     return fast
 
@@ -158,6 +186,80 @@ def build_tiny_llava(folder: Path) -> Path:
     return Path(folder)
 
 
+def build_tiny_gemma3(folder: Path) -> Path:
+    """A tiny Gemma 3 (SigLIP on 28x28 images, 4 tokens per image) with its processor, saved in ``folder``."""
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig
+    from transformers import SiglipVisionConfig
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
+                "<image_soft_token>"]  # fmt: skip
+    named = dict(boi_token="<start_of_image>", eoi_token="<end_of_image>", image_token="<image_soft_token>")
+    tokenizer = build_tiny_tokenizer(specials, GEMMA3_TEMPLATE, bos="<bos>", eos="<end_of_turn>", **named)
+    # two text layers: with one, the last position reads only the image tokens' inputs, and Gemma 3's bidirectional
+    # attention among image tokens (what token_type_ids switch on) could not show in the next-token logits
+    ids = tokenizer.convert_tokens_to_ids
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=512, sliding_window=64,
+        bos_token_id=ids("<bos>"), eos_token_id=ids("<end_of_turn>"), pad_token_id=ids("<pad>"),
+    )  # fmt: skip
+    vision = SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=7
+    )
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"), image_token_index=ids("<image_soft_token>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # the projector initialises to zeros: every image would look the same
+        for name, weight in model.named_parameters():
+            if "multi_modal_projector" in name:
+                weight.normal_(0.0, 1.0)
+    model.save_pretrained(folder)
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 28, "width": 28}),
+        tokenizer=tokenizer,
+        image_seq_length=4,
+        chat_template=GEMMA3_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def build_tiny_qwen2_audio(folder: Path) -> Path:
+    """A tiny Qwen2-Audio (16 mel bins, at most one second of 16 kHz audio) with its processor, saved in ``folder``."""
+    import torch
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration
+    from transformers import Qwen2AudioProcessor, Qwen2Config, WhisperFeatureExtractor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+    tokenizer = build_tiny_tokenizer(specials, CHATML_AUDIO_TEMPLATE, bos="<|im_start|>", eos="<|im_end|>")
+    text = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    audio = Qwen2AudioEncoderConfig(
+        num_mel_bins=16, d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
+        max_source_positions=50,
+    )  # fmt: skip
+    config = Qwen2AudioConfig(
+        audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    )
+    torch.manual_seed(0)
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
+    processor = Qwen2AudioProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=16, chunk_length=1, sampling_rate=16000),
+        tokenizer=tokenizer,
+        chat_template=CHATML_AUDIO_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama2_dir(tmp_path_factory) -> Path:
     """A tiny text-only Llama with a Llama-2 style ``[INST]`` chat template (see the module docstring)."""
@@ -168,6 +270,18 @@ def tiny_llama2_dir(tmp_path_factory) -> Path:
 def tiny_llava_dir(tmp_path_factory) -> Path:
     """A tiny LLaVA whose processor expands each ``<image>`` into 16 tokens (see the module docstring)."""
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(tmp_path_factory) -> Path:
+    """A tiny Gemma 3 whose processor gives 4 image tokens per image and ``token_type_ids`` (see the docstring)."""
+    return build_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_audio_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2-Audio taking at most one second of 16 kHz audio (see the module docstring)."""
+    return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny-qwen2-audio"))
 
 
 @pytest.fixture
