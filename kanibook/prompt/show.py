@@ -167,16 +167,21 @@ def _reuse_prompts(ai, engine) -> dict:
     from kani import Kani
     from kani.engines.huggingface import HuggingEngine
 
+    from ..engine import KanibookEngine
+    from ..media.check import without_refused_media
+
     built: dict[tuple, Any] = {}
-    if (
-        type(ai).prompt_token_len is not Kani.prompt_token_len
-        or type(engine).prompt_len is not HuggingEngine.prompt_len
+    if type(ai).prompt_token_len is not Kani.prompt_token_len or type(engine).prompt_len not in (
+        HuggingEngine.prompt_len,
+        KanibookEngine.prompt_len,  # kani's count, without media the model refuses (stream refuses them clearly)
     ):
         return built
 
     async def prompt_token_len(messages, functions=None, **kwargs):
-        prompt = engine.build_prompt(messages, functions)
-        built[tuple(map(id, messages))] = prompt
+        counted = without_refused_media(engine, messages) if isinstance(engine, KanibookEngine) else messages
+        prompt = engine.build_prompt(counted, functions)
+        if counted is messages:  # a prompt with refused media left out is not what would be sent
+            built[tuple(map(id, messages))] = prompt
         if isinstance(prompt, str):
             return engine._processor_or_tokenizer(text=prompt, add_special_tokens=False, return_tensors="pt")[
                 "input_ids"
@@ -241,6 +246,7 @@ def _build_view(plan: _Plan, element_id, fix: bool = False) -> PromptView:
         dropped=plan.dropped,
         note=plan.note,
         placeholder_ids=tp.placeholder_ids,
+        media_shapes=tp.media_shapes,
         title=plan.title or _describe(engine),
         element_id=element_id,
         template_notes=notes,

@@ -22,6 +22,7 @@ SPECIAL, TEMPLATE = 1, 2  # token flag bits
 __all__ = ["SPECIAL", "TEMPLATE", "TokenizedPrompt", "tokenize_prompt"]
 _PLACEHOLDER_ATTRS = ("image_token_id", "image_token_index", "audio_token_id", "audio_token_index", "video_token_id",
                       "video_token_index")  # fmt: skip
+_TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "position_ids")
 _PLACEHOLDER_TOKENS = ("image_token", "audio_token", "video_token", "boi_token", "eoi_token")
 
 
@@ -38,6 +39,8 @@ class TokenizedPrompt:
     eos_re: re.Pattern | None
     special_re: re.Pattern | None
     placeholder_ids: frozenset[int] = field(default_factory=frozenset)
+    #: The processor's media inputs beside the ids (``pixel_values``, ``input_features``, ...) -> their shapes.
+    media_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def tokenize_prompt(engine, messages: list, functions, prompt=None) -> TokenizedPrompt:
@@ -59,10 +62,15 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
     if isinstance(prompt, str):  # as kani's _get_generate_args does
         text = prompt
         prompt = engine._processor_or_tokenizer(text=prompt, add_special_tokens=False, return_tensors="pt")
+    media_shapes: dict[str, tuple[int, ...]] = {}
     if isinstance(prompt, torch.Tensor):
         ids, encoding = prompt[0].tolist(), None
     elif isinstance(prompt, (dict, UserDict)):
         ids, encoding = prompt["input_ids"][0].tolist(), _encoding_of(prompt)
+        media_shapes = {
+            k: tuple(v.shape) for k, v in prompt.items()
+            if k not in _TEXT_INPUTS and isinstance(v, torch.Tensor) and v.dim() >= 2
+        }  # fmt: skip
     else:
         raise KanibookError(
             f"build_prompt returned a {type(prompt).__name__}: expected a str, Tensor or BatchEncoding."
@@ -123,6 +131,7 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         eos_re=_literal_re(contents.get(i) or tok.convert_ids_to_tokens(i) for i in eos),
         special_re=_literal_re(contents.values()),
         placeholder_ids=_placeholder_ids(engine, tok),
+        media_shapes=media_shapes,
     )
 
 

@@ -58,13 +58,17 @@ class Segment:
 
 
 class PlaceholderRun(NamedTuple):
-    """A run of one repeated special token, e.g. an ``<image>`` placeholder expanded by the processor."""
+    """A run of one repeated special token, e.g. an ``<image>`` placeholder expanded by the processor.
+
+    ``media`` names what the processor made of that image or sound, e.g. ``"pixel_values 3×28×28"`` ("" if unknown).
+    """
 
     start: int
     count: int
     id: int
     text: str
     multimodal: bool
+    media: str = ""
 
 
 class PromptView:
@@ -90,6 +94,7 @@ class PromptView:
         dropped: list | None = None,
         note: str = "",
         placeholder_ids: frozenset[int] = frozenset(),
+        media_shapes: dict | None = None,
         title: str = "",
         element_id: str | None = None,
         template_notes: list[TemplateNote] | None = None,
@@ -109,7 +114,7 @@ class PromptView:
         self.note = note
         self.title = title
         self.element_id = element_id or f"kb-tokens-{uuid.uuid4().hex[:12]}"
-        self.placeholder_runs = _runs(token_ids, texts, flags, placeholder_ids)
+        self.placeholder_runs = _with_media(_runs(token_ids, texts, flags, placeholder_ids), media_shapes or {})
         self._html: str | None = None
 
     @property
@@ -194,3 +199,23 @@ def _runs(ids: list[int], texts: list[str], flags: list[int], placeholder_ids: f
                 runs.append(PlaceholderRun(i, j - i, ids[i], texts[i] or texts[j - 1], multimodal))
         i = j
     return runs
+
+
+def _with_media(runs: list[PlaceholderRun], shapes: dict[str, tuple[int, ...]]) -> list[PlaceholderRun]:
+    """Name each media run's processor input: the k-th run of a placeholder token is item k of the one input whose
+    first dimension counts those runs (``pixel_values [2, 3, 28, 28]`` for two ``<image>`` runs)."""
+    out, by_id = list(runs), {}
+    for index, run in enumerate(runs):
+        if run.multimodal:
+            by_id.setdefault(run.id, []).append(index)
+    for indexes in by_id.values():
+        matches = [
+            (name, shape) for name, shape in shapes.items()
+            if shape and shape[0] == len(indexes) and not any(w in name for w in ("mask", "sizes", "lengths"))
+        ]  # fmt: skip
+        if len(matches) == 1:
+            name, shape = matches[0]
+            for index in indexes:
+                dims = "\u00d7".join(str(d) for d in shape[1:])
+                out[index] = out[index]._replace(media=f"{name} {dims}")
+    return out

@@ -31,15 +31,17 @@ CSS = """
 .kb-tokens table.kb-counts td.kb-n{text-align:right;font-variant-numeric:tabular-nums}
 .kb-tokens .kb-seg{border-left:3px solid var(--kb-c);background:var(--kb-bg);padding:2px 6px;margin:3px 0}
 .kb-tokens .kb-seg-h{font-size:11px;opacity:.8}
-.kb-tokens .kb-b>span{white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+.kb-tokens .kb-b span{white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
  font-size:12px;border:1px solid #8886;border-radius:3px;padding:0 1px;margin:0 1px 0 0;line-height:1.9}
-.kb-tokens .kb-b>span:hover{outline:2px solid var(--kb-c,#888)}
-.kb-tokens .kb-b>.kb-tm{border-style:dashed;opacity:.75}
-.kb-tokens .kb-b>.kb-sp{background:#f5c54266;border:1px solid #b7950b;font-weight:600;opacity:1}
-.kb-tokens .kb-b>.kb-mm{background:#a569bd55;border-color:#7d3c98}
-.kb-tokens .kb-b>.kb-ct{opacity:.5}
-.kb-tokens .kb-b>.kb-del{background:#e74c3c33;text-decoration:line-through}
-.kb-tokens .kb-b>.kb-ins{background:#2ecc7133}
+.kb-tokens .kb-b span:hover{outline:2px solid var(--kb-c,#888)}
+.kb-tokens .kb-b .kb-tm{border-style:dashed;opacity:.75}
+.kb-tokens .kb-b .kb-sp{background:#f5c54266;border:1px solid #b7950b;font-weight:600;opacity:1}
+.kb-tokens .kb-b .kb-mm{background:#a569bd55;border-color:#7d3c98}
+.kb-tokens details.kb-run{display:inline}.kb-tokens details.kb-run>summary{display:inline;cursor:pointer;list-style:none}
+.kb-tokens details.kb-run>summary::-webkit-details-marker{display:none}
+.kb-tokens .kb-b .kb-ct{opacity:.5}
+.kb-tokens .kb-b .kb-del{background:#e74c3c33;text-decoration:line-through}
+.kb-tokens .kb-b .kb-ins{background:#2ecc7133}
 .kb-tokens .kb-dropped{opacity:.75;font-size:12px}
 .kb-tokens ul.kb-did{margin:4px 0;padding:3px 6px 3px 22px;border-left:3px solid #b7950b;background:#f5c54214}
 .kb-tokens ul.kb-did>li{margin:0}
@@ -91,10 +93,15 @@ class _Spans:
             if run is not None:
                 stop = min(end, i + run.count)
                 text = texts[i] or run.text
-                out.append(
+                media = f" \u00b7 {safe.attr(run.media)}" if getattr(run, "media", "") else ""
+                summary = (
                     f'<span class="kb-sp kb-mm{cls_extra}" title="#{i}\u2013#{stop - 1} \u00b7 id {ids[i]} \u00b7 '
-                    f'{self.quoted(text)} \u00d7 {stop - i}">{self.body(text)} \u00d7{stop - i}</span>'
+                    f'{self.quoted(text)} \u00d7 {stop - i}{media}">{self.body(text)} \u00d7{stop - i}</span>'
                 )
+                if run.multimodal:  # one box that opens on a click to the tokens it stands for
+                    inner = self.run(ids, texts, flags, i, stop, {}, cls_extra)
+                    summary = f'<details class="kb-run"><summary>{summary}</summary>{inner}</details>'
+                out.append(summary)
                 i = stop
                 continue
             key = (ids[i], flags[i], texts[i], cls_extra)
@@ -224,7 +231,8 @@ def _plain_tokens(view, start: int, end: int, cache: dict | None = None) -> str:
         run = runs.get(i)
         if run is not None:
             stop = min(end, i + run.count)
-            out.append(f"\u27e6{_plain(view._texts[i] or run.text)}\u27e7\u00d7{stop - i}")
+            media = f" ({safe.clean_chars(run.media)})" if getattr(run, "media", "") else ""
+            out.append(f"\u27e6{_plain(view._texts[i] or run.text)}\u27e7\u00d7{stop - i}{media}")
             i = stop
             continue
         key = (view._texts[i], view._flags[i] & _SPECIAL)

@@ -60,10 +60,16 @@ def test_placeholder_expansion_count_equals_the_processor(llava_engine):
     for run, seg in zip(runs, users):
         assert seg.start <= run.start and run.start + run.count <= seg.end
         assert not any(t.is_template for t in view.tokens[run.start : run.start + run.count])
+    pixels = llava_engine.build_prompt(messages)["pixel_values"].shape
+    shape = "\u00d7".join(str(d) for d in pixels[1:])
+    assert [r.media for r in runs] == [f"pixel_values {shape}"] * 2  # what the processor made of each image
     html = view._repr_mimebundle_()["text/html"]
     assert html.count(f"&lt;image&gt; \u00d7{per_image}</span>") == 2  # one collapsed box per image
-    assert html.count("&lt;image&gt;</span>") == 0
-    assert f"\u27e6<image>\u27e7\u00d7{per_image}" in view._repr_mimebundle_()["text/plain"]
+    assert html.count('<details class="kb-run"><summary>') == 2  # ... that opens on a click
+    assert html.count("&lt;image&gt;</span>") == 2 * per_image  # every placeholder token, inside the boxes
+    assert all(part.count("&lt;image&gt;</span>") == per_image for part in html.split("<details class=\"kb-run\">")[1:])
+    assert f"\u00d7 {per_image} \u00b7 pixel_values {shape}\"" in html  # the shape on hover
+    assert f"\u27e6<image>\u27e7\u00d7{per_image} (pixel_values {shape})" in view._repr_mimebundle_()["text/plain"]
     assert f"&lt;image&gt; \u00d7{per_image}" in html.split("</div>", 1)[0]  # named in the summary line too
 
 
