@@ -30,6 +30,9 @@ _LAZY = {
     # inside the prompt: tokens as the model receives them
     "show_prompt": "kanibook.prompt_view",
     "compare_prompts": "kanibook.prompt_view",
+    # inside the reply: what the model considered at every token
+    "show_reply": "kanibook.probs.view",
+    "score_text": "kanibook.probs.view",
     # memory: readings, estimates before loading
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
     from .memory_view import estimate_memory, memory, memory_timeline
+    from .probs.view import score_text, show_reply
     from .prompt_view import compare_prompts, show_prompt
     from .session import ChatSession
     from .widgets.chat_panel import chat
