@@ -41,9 +41,9 @@ def _least_lines(tokens) -> list[str]:
 
 def reply_text(probs: ReplyProbs, title: str = "Reply", least: int = 5) -> str:
     """The text form: the reply with unsure tokens as ``[text|p%]``, then the least confident tokens."""
-    lines = [f"{title} · {len(probs)} tokens"]
+    lines = [f"{safe.clean_chars(title)} · {len(probs)} tokens"]
     if probs.note:
-        lines.append(probs.note)
+        lines.append(safe.clean_chars(probs.note))
     lines.append("".join(_plain_token(t) for t in probs.tokens))
     if least and len(probs):
         lines.append("least confident:")

@@ -80,12 +80,12 @@ def tooltip(token) -> str:
 
 
 def tokens_html(tokens: Iterable) -> str:
-    """The tokens as coloured spans (``kb-tok kb-p<bin>``), each with its tooltip and ``data-i`` index."""
+    """The tokens as coloured spans (classes ``kb-tok kb-p<bin> kb-t<index>``), each with its tooltip."""
     out = []
     for t in tokens:
         classes = f"kb-tok kb-p{bin_of(t.raw.prob)}" + (" kb-smp" if t.sampled is not None else "")
         text = safe.text(t.text) if t.text else "\u200b"
-        out.append(f'<span class="{classes}" data-i="{int(t.index)}" title="{safe.attr(tooltip(t))}">{text}</span>')
+        out.append(f'<span class="{classes} kb-t{int(t.index)}" title="{safe.attr(tooltip(t))}">{text}</span>')
     return "".join(out)
 
 
