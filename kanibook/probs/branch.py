@@ -15,7 +15,7 @@ from typing import Any
 from ..exceptions import KanibookError
 from .record import Alternative, ReplyProbs, TokenProb, remember
 
-__all__ = ["Branch", "pick_alternative", "branch_reply", "replace_in_history"]
+__all__ = ["Branch", "pick_alternative", "check_branch", "branch_reply", "replace_in_history", "check_reply_index"]
 
 
 @dataclass
@@ -57,6 +57,18 @@ def pick_alternative(token: TokenProb, alternative: Any) -> Alternative:
     raise KanibookError(f"{alternative!r} is not among token #{token.index}'s alternatives ({shown}).")
 
 
+def check_branch(engine, probs: ReplyProbs, token_index: int, alternative: Any) -> tuple[TokenProb, Alternative]:
+    """Refuse, with one line that says what to do, a branch that cannot run; else the token and the alternative."""
+    if not callable(getattr(engine, "stream_from_ids", None)):
+        raise KanibookError("'What if' branches need a kanibook engine (kanibook.load()), not an API engine.")
+    if probs.prompt_ids is None:
+        raise KanibookError("This reply's prompt is not text only (or unknown): it cannot be branched.")
+    if isinstance(token_index, bool) or not isinstance(token_index, int) or not 0 <= token_index < len(probs):
+        raise KanibookError(f"The reply has {len(probs)} recorded tokens: pick a token_index from 0 to {len(probs) - 1}.")
+    token = probs.tokens[token_index]
+    return token, pick_alternative(token, alternative)
+
+
 async def branch_reply(
     engine, probs: ReplyProbs, token_index: int, alternative: Any = 1, *, max_new_tokens: int | None = None, **hyperparams
 ) -> tuple[str, ReplyProbs, Alternative]:
@@ -70,14 +82,7 @@ async def branch_reply(
     :param hyperparams: Generation arguments (default ``do_sample=False``).
     :returns: The new reply's text, its records, and the alternative chosen.
     """
-    if not callable(getattr(engine, "stream_from_ids", None)):
-        raise KanibookError("'What if' branches need a kanibook engine (kanibook.load()), not an API engine.")
-    if probs.prompt_ids is None:
-        raise KanibookError("This reply's prompt is not text only (or unknown): it cannot be branched.")
-    if not 0 <= token_index < len(probs):
-        raise KanibookError(f"The reply has {len(probs)} recorded tokens: pick a token_index from 0 to {len(probs) - 1}.")
-    token = probs.tokens[token_index]
-    alt = pick_alternative(token, alternative)
+    token, alt = check_branch(engine, probs, token_index, alternative)
     kept = probs.token_ids[:token_index] + [alt.token_id]
     limit = max_new_tokens or probs.hyperparams.get("max_new_tokens") or 256
     params = {"do_sample": False, **hyperparams, "max_new_tokens": max(1, int(limit) - len(kept))}
