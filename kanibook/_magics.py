@@ -136,6 +136,7 @@ class KaniMagics(Magics):
     @argument("--system", help="set the conversation's system prompt (kept for later cells)")
     @argument("--max-new-tokens", type=int, help="the most tokens to generate")
     @argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    @argument("--probs", action="store_true", help="record and show what the model considered at every token")
     @cell_magic
     def chat(self, line: str, cell: str):
         """Send the cell as a message to the notebook's conversation and stream the reply below it.
@@ -161,10 +162,24 @@ class KaniMagics(Magics):
         if args.system is not None:
             session.system_prompt = args.system
         hyperparams = session.generation_kwargs(args.max_new_tokens, args.temperature)
+        probs = args.probs and getattr(session.engine, "supports_probabilities", False)
+        if probs:
+            hyperparams["probabilities"] = True
         view = _stream_view(self.shell)
         view.start()
         result = session.send(message, on_text=view.update, **hyperparams)
         view.finish(result)
+        if args.probs and not probs:
+            print("probabilities: not available for this engine")
+        elif probs and not result.error and session.history and session.history[-1].role.value == "assistant":
+            from IPython.display import display
+
+            from .probs.view import show_reply
+
+            try:
+                display(show_reply(session.kani))
+            except KanibookError as e:  # e.g. a reply cancelled before it finished: nothing was recorded
+                print(e)
         if result.error:
             kept = "" if "kept" in result.error else " (your message is kept in the conversation)"
             raise UsageError(f"The reply failed: {result.error}{kept}")

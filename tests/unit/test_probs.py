@@ -183,3 +183,14 @@ def test_colour_bins_and_legend():
     assert lums == sorted(lums, reverse=True)  # reads in grey: lighter means surer
     html = legend()
     assert all(safe.text(label) in html for *_, label in BINS)
+
+
+def test_chat_magic_probs_shows_the_coloured_reply(ip, session):
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        ip.run_cell_magic("chat", "--probs --max-new-tokens 8 --temperature 0", "Tell me about dragons.")
+    html = [o.data.get("text/html", "") for o in captured.outputs]
+    assert any("kb-tok" in h and "probability of the chosen token" in h for h in html)
+    probs = kanibook.show_reply(session).probs
+    assert len(probs) == 8 and probs.text.strip() == session.history[-1].text
