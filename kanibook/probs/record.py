@@ -19,6 +19,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Alternative", "Distribution", "TokenProb", "ReplyProbs", "ProbRecorder", "DEFAULT_TOP_K", "top_k_of", "new_reply_probs",
            "remember", "probs_of"]
 
@@ -254,12 +256,17 @@ class ProbRecorder:
         self._raw = self._pending = None
 
     def _on_processed(self, processed) -> None:
-        import torch
-
         raw = self._raw if self._raw is not None else processed
-        same = raw is processed or (raw.shape == processed.shape and torch.equal(raw, processed))
-        self._pending = _Step(raw.float(), None if same else processed.float())
         self._raw = None
+        if raw.device.type == "cpu":  # numpy: single-threaded, no OpenMP wake-ups for a few vector passes
+            raw_v, processed_v = raw.float().numpy().copy(), processed.float().numpy()
+            same = raw is processed or bool((raw_v == processed_v).all())
+            self._pending = _Step(raw_v, None if same else processed_v.copy())
+        else:
+            import torch
+
+            same = raw is processed or torch.equal(raw, processed)
+            self._pending = _Step(raw.float().clone(), None if same else processed.float().clone())
 
     def on_token(self, token_id: int, text: str) -> TokenProb | None:
         """The chosen token of the pending step -> its record (None if no step is pending)."""
@@ -273,18 +280,12 @@ class ProbRecorder:
         return record
 
     def _distribution(self, logits, token_id: int) -> Distribution:
-        import torch
-
-        logp = torch.log_softmax(logits, dim=-1)
-        chosen = logp[token_id]
-        rank = int((logp > chosen).sum())
-        p = logp.exp()
-        entropy = float(-(p * logp).nan_to_num().sum())
-        top = logp.topk(min(self.top_k, logp.shape[-1]))
-        ids = top.indices.tolist()
-        probs = top.values.exp().tolist()
+        if isinstance(logits, np.ndarray):
+            prob, rank, entropy, ids, probs = _stats_numpy(logits, token_id, self.top_k)
+        else:
+            prob, rank, entropy, ids, probs = _stats_torch(logits, token_id, self.top_k)
         alts = tuple(Alternative(i, self.text_of(i), q) for i, q in zip(ids, probs) if q > 0)
-        return Distribution(float(chosen.exp()), rank, max(0.0, entropy), alts)
+        return Distribution(prob, rank, max(0.0, entropy), alts)
 
     def text_of(self, token_id: int) -> str:
         """A token's text decoded alone (cached)."""
@@ -292,3 +293,30 @@ class ProbRecorder:
         if text is None:
             text = self._texts[token_id] = self._tokenizer.decode([token_id])
         return text
+
+
+def _stats_numpy(v: np.ndarray, token_id: int, k: int) -> tuple[float, int, float, list[int], list[float]]:
+    """Probability and rank of ``token_id``, entropy, and the top-k of ``softmax(v)`` (v: fp32 logits, -inf allowed)."""
+    m = float(v.max())
+    e = np.exp(v - m)
+    z = float(e.sum())
+    lse = m + math.log(z)
+    chosen = float(v[token_id])
+    finite = np.where(e > 0, v, 0.0) if not np.isfinite(v).all() else v
+    entropy = lse - float(np.dot(e, finite)) / z
+    k = min(k, v.shape[-1])
+    top = np.argpartition(v, -k)[-k:]
+    top = top[np.argsort(-v[top], kind="stable")]
+    return math.exp(chosen - lse), int((v > chosen).sum()), entropy, top.tolist(), np.exp(v[top] - lse).tolist()
+
+
+def _stats_torch(logits, token_id: int, k: int) -> tuple[float, int, float, list[int], list[float]]:
+    """The same as :func:`_stats_numpy` on an accelerator's tensor."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    chosen = logp[token_id]
+    entropy = -torch.special.xlogy(logp.exp(), logp.exp()).sum()
+    top = logp.topk(min(k, logp.shape[-1]))
+    rank = (logp > chosen).sum()
+    return float(chosen.exp()), int(rank), float(entropy), top.indices.tolist(), top.values.exp().tolist()

@@ -194,3 +194,19 @@ def test_chat_magic_probs_shows_the_coloured_reply(ip, session):
     assert any("kb-tok" in h and "probability of the chosen token" in h for h in html)
     probs = kanibook.show_reply(session).probs
     assert len(probs) == 8 and probs.text.strip() == session.history[-1].text
+
+
+def test_accelerator_path_agrees_with_the_cpu_path():
+    """The torch reduction (used for GPU tensors) and the numpy one (CPU) give the same figures."""
+    import torch
+
+    from kanibook.probs.record import _stats_numpy, _stats_torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(1000) * 4
+    masked = logits / 0.5
+    masked[:600] = float("-inf")  # what top-k / top-p leave
+    for v, token in ((logits, 3), (masked, 700), (masked, 5)):
+        a, b = _stats_numpy(v.numpy(), token, 5), _stats_torch(v, token, 5)
+        assert a[0] == pytest.approx(b[0], abs=1e-6) and a[1] == b[1] and a[2] == pytest.approx(b[2], rel=1e-4)
+        assert a[3] == b[3] and a[4] == pytest.approx(b[4], rel=1e-4)
