@@ -171,9 +171,10 @@ def _message_markdown(message) -> str:
         if is_stopped(message):
             blocks.append("*(stopped)*")
         for b in branches_of(message):
+            picked = safe.markdown_literal(str(b.get("alternative", "")))
             blocks.append(
-                f"*(branched: this reply replaced the one below, from token \\#{int(b.get('token_index', 0))} on, "
-                f"where the model was made to pick* {safe.markdown_literal(repr(str(b.get('alternative', ''))))}*)*"
+                f"*(branched at token \\#{int(b.get('token_index', 0))}, where the model was made to pick* "
+                f"“{picked}”*; it replaced this reply:)*"
             )
             blocks.append("\n".join("> " + line for line in safe.markdown_inert(str(b.get("original", ""))).split("\n")))
             if b.get("dropped"):
