@@ -104,3 +104,28 @@ def test_engine_without_probabilities_says_so(run_async):
     assert panel.status == "ready · probabilities: not available for this engine"
     assert panel.kani.chat_history[-1].text == "plain reply"
     assert panel.messages[-1].probs_box is None
+
+
+def test_chat_magic_probs_on_an_engine_without_them_says_so(ip):
+    from IPython.utils.capture import capture_output
+
+    from kanibook.session import ChatSession, set_current_session
+
+    session = ChatSession(PlainApiEngine())
+    previous = set_current_session(session)
+    try:
+        with capture_output() as captured:
+            ip.run_cell_magic("chat", "--probs", "Hi")
+    finally:
+        set_current_session(previous)
+        session.close()
+    assert captured.stdout.strip().splitlines()[-1] == "probabilities: not available for this engine"
+    assert session.history[-1].text == "plain reply"
+
+
+def test_openai_engine_does_not_claim_probabilities():
+    """kanibook's OpenAI-compatible engine takes the "not available" path (it does not request logprobs yet)."""
+    from kanibook.openai_compat import openai_engine
+
+    engine = openai_engine("http://127.0.0.1:9/v1", "m", max_context_size=512)  # no request is made
+    assert getattr(engine, "supports_probabilities", False) is False
