@@ -65,7 +65,8 @@ def main() -> None:
         rates["greedy + probs"].append(streamed(engine, args.tokens, do_sample=False, probabilities=True)[0])
         rates["sampled"].append(streamed(engine, args.tokens, **sampling)[0])
         rates["sampled + probs"].append(streamed(engine, args.tokens, **sampling, probabilities=True)[0])
-    print(f"\nstreamed tok/s, demo model, {args.tokens} tokens, best of {args.repeats} (alternating); target ratio >= 0.95")
+    print(f"\nstreamed tok/s, demo model, {args.tokens} tokens, best of {args.repeats} (alternating)")
+    print("target: ratio >= 0.95")
     print(f"{'':18} {'tok/s':>8} {'ratio':>7}")
     for name, values in rates.items():
         base = best(rates[name.replace(" + probs", "")])
@@ -83,7 +84,8 @@ def main() -> None:
     start = time.perf_counter()
     render_probs.reply_html(probs, title="probabilities", least=0, streaming=True)
     timings["one live panel redraw"] = time.perf_counter() - start
-    print(f"\nview of a {len(probs)}-token reply (generated in {generate_s:.2f} s; html {len(bundle['text/html'])} chars)")
+    size = len(bundle["text/html"])
+    print(f"\nview of a {len(probs)}-token reply (generated in {generate_s:.2f} s; html {size} chars)")
     print(f"{'':26} {'ms':>8} {'vs generation':>14}")
     for name, seconds in timings.items():
         print(f"{name:26} {1000 * seconds:8.1f} {seconds / generate_s:14.4f}")

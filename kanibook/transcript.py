@@ -67,7 +67,9 @@ def mark_branched(message, original, dropped, token_index: int, alternative: str
             "token_index": int(token_index),
             "alternative": str(alternative),
             "original": message_text(original) if original.content is not None else "",
-            "dropped": [{"role": m.role.value, "text": message_text(m) if m.content is not None else ""} for m in dropped],
+            "dropped": [
+                {"role": m.role.value, "text": message_text(m) if m.content is not None else ""} for m in dropped
+            ],
         }
     )
     notes["branches"] = earlier
@@ -176,7 +178,8 @@ def _message_markdown(message) -> str:
                 f"*(branched at token \\#{int(b.get('token_index', 0))}, where the model was made to pick* "
                 f"“{picked}”*; it replaced this reply:)*"
             )
-            blocks.append("\n".join("> " + line for line in safe.markdown_inert(str(b.get("original", ""))).split("\n")))
+            original = safe.markdown_inert(str(b.get("original", "")))
+            blocks.append("\n".join("> " + line for line in original.split("\n")))
             if b.get("dropped"):
                 blocks.append(f"*({len(b['dropped'])} later message(s) that followed the original were dropped)*")
     elif role == "function":

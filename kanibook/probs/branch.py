@@ -64,13 +64,20 @@ def check_branch(engine, probs: ReplyProbs, token_index: int, alternative: Any) 
     if probs.prompt_ids is None:
         raise KanibookError("This reply's prompt is not text only (or unknown): it cannot be branched.")
     if isinstance(token_index, bool) or not isinstance(token_index, int) or not 0 <= token_index < len(probs):
-        raise KanibookError(f"The reply has {len(probs)} recorded tokens: pick a token_index from 0 to {len(probs) - 1}.")
+        last = len(probs) - 1
+        raise KanibookError(f"The reply has {len(probs)} recorded tokens: pick a token_index from 0 to {last}.")
     token = probs.tokens[token_index]
     return token, pick_alternative(token, alternative)
 
 
 async def branch_reply(
-    engine, probs: ReplyProbs, token_index: int, alternative: Any = 1, *, max_new_tokens: int | None = None, **hyperparams
+    engine,
+    probs: ReplyProbs,
+    token_index: int,
+    alternative: Any = 1,
+    *,
+    max_new_tokens: int | None = None,
+    **hyperparams,
 ) -> tuple[str, ReplyProbs, Alternative]:
     """Regenerate a reply from ``token_index`` on, starting with an alternative token (greedy unless told).
 

@@ -9,7 +9,11 @@ Two distributions per step:
 
 The chosen token arrives at the streamer right after the step, and :meth:`ProbRecorder.on_token` turns the step's
 pending figures into a :class:`TokenProb`. Everything here runs on the model thread that runs ``generate``; the
-per-step work is a few vector operations over the vocabulary and a top-k (see bench/bench_probs.py for its cost).
+per-step work is a few vector operations over the vocabulary and a top-k, done with numpy on a CPU (single-threaded:
+torch's parallel small operations cost milliseconds each on a busy 2-core machine) and with torch on an accelerator
+(see bench/bench_probs.py for its cost). To see the distribution after the sampling warpers, which ``generate``
+appends after any processors passed to it, the model's ``_get_logits_processor`` is wrapped for the run's duration
+(an instance attribute, removed afterwards).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Alternative", "Distribution", "TokenProb", "ReplyProbs", "ProbRecorder", "DEFAULT_TOP_K", "top_k_of", "new_reply_probs",
-           "remember", "probs_of"]
+__all__ = [
+    "Alternative", "Distribution", "TokenProb", "ReplyProbs", "ProbRecorder", "DEFAULT_TOP_K", "top_k_of",
+    "new_reply_probs", "remember", "probs_of",
+]  # fmt: skip
 
 DEFAULT_TOP_K = 5
 

@@ -200,7 +200,8 @@ def score_text(engine, messages=None, *, top_k: int = 5, least: int = 5) -> Scor
 
     tokens = []
     for j, tok in enumerate(view.tokens[1:]):
-        top = tuple(Alternative(i, text_of(i), math.exp(lp)) for i, lp in zip(scores.top_ids[j], scores.top_logprobs[j]))
+        pairs = zip(scores.top_ids[j], scores.top_logprobs[j])
+        top = tuple(Alternative(i, text_of(i), math.exp(lp)) for i, lp in pairs)
         dist = Distribution(math.exp(scores.logprob[j]), scores.rank[j], max(0.0, scores.entropy[j]), top)
         tokens.append(TokenProb(tok.position, tok.id, tok.text, dist))
     return ScoredView(tokens, view.segments, scores, least=least)

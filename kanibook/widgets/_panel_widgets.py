@@ -54,7 +54,9 @@ class PanelWidgets:
         self.clear_button = _classed(widgets.Button(description="Clear", icon="trash"), "kb-clear")
         #: Record and show what the model considered at every token of the next replies.
         self.probs_toggle = _classed(
-            widgets.Checkbox(value=False, description="probabilities", indent=False, layout=widgets.Layout(width="auto")),
+            widgets.Checkbox(
+                value=False, description="probabilities", indent=False, layout=widgets.Layout(width="auto")
+            ),
             "kb-probs-toggle",
         )
         #: Called with ``(view, token_index, alternative_index)`` by a reply's "what if" button.
@@ -91,7 +93,14 @@ class PanelWidgets:
         self.settings_accordion = widgets.Accordion([settings_box], titles=("Settings",), selected_index=None)
         header = widgets.HBox([self.title, self.context_meter], layout=widgets.Layout(justify_content="space-between"))
         controls = widgets.HBox(
-            [self.input, self.send_button, self.stop_button, self.regenerate_button, self.clear_button, self.probs_toggle]
+            [
+                self.input,
+                self.send_button,
+                self.stop_button,
+                self.regenerate_button,
+                self.clear_button,
+                self.probs_toggle,
+            ]
         )
         self.widget = _classed(
             widgets.VBox(
