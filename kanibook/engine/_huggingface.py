@@ -170,6 +170,8 @@ class KanibookEngine(HuggingEngine):
         if self._run is not None:
             raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before sending another.")
         top_k = top_k_of(hyperparams.pop("probabilities", None))
+        if top_k and (hyperparams.get("num_beams") or 1) > 1:
+            raise KanibookError("probabilities are recorded for greedy decoding and sampling: leave out num_beams.")
         inputs, _, hyperparams = self._get_generate_args(prompt, **hyperparams)
         if "attention_mask" not in inputs:
             import torch

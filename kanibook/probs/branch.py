@@ -108,7 +108,10 @@ async def branch_reply(
     chosen = TokenProb(token_index, alt.token_id, alt_text, dataclasses.replace(token.raw, prob=alt.prob, rank=rank))
     tokens = probs.tokens[:token_index] + [chosen]
     tokens += [dataclasses.replace(t, index=t.index + token_index + 1) for t in rest.tokens]
-    new = ReplyProbs(tokens, probs.top_k, probs.prompt_ids, "generate", f"branched at token #{token_index}", params)
+    kept_params = {**params, "max_new_tokens": int(limit)}  # the whole reply's limit, for a branch of this branch
+    kept_params.pop("probabilities", None)
+    note = f"branched at token #{token_index}"
+    new = ReplyProbs(tokens, probs.top_k, probs.prompt_ids, "generate", note, kept_params)
     return text.strip(), new, alt
 
 

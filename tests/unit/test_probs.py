@@ -210,3 +210,9 @@ def test_accelerator_path_agrees_with_the_cpu_path():
         a, b = _stats_numpy(v.numpy(), token, 5), _stats_torch(v, token, 5)
         assert a[0] == pytest.approx(b[0], abs=1e-6) and a[1] == b[1] and a[2] == pytest.approx(b[2], rel=1e-4)
         assert a[3] == b[3] and a[4] == pytest.approx(b[4], rel=1e-4)
+
+
+def test_beam_search_is_refused_with_probabilities(demo_engine, run_async):
+    with pytest.raises(KanibookError, match="num_beams"):
+        _complete(demo_engine, run_async, max_new_tokens=2, num_beams=2, probabilities=True)
+    assert not demo_engine.is_generating
