@@ -35,6 +35,9 @@ _LAZY = {
     "user_message": "kanibook.media",
     "user_parts": "kanibook.media",
     "as_part": "kanibook.media",
+    # inside the reply: what the model considered at every token
+    "show_reply": "kanibook.probs.view",
+    "score_text": "kanibook.probs.view",
     # memory: readings, estimates before loading
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
@@ -50,6 +53,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .engine import KanibookEngine, load
     from .media import as_part, user_message, user_parts
     from .memory_view import estimate_memory, memory, memory_timeline
+    from .probs.view import score_text, show_reply
     from .prompt import compare_prompts, show_prompt
     from .session import ChatSession
     from .widgets.chat_panel import chat

@@ -156,6 +156,7 @@ class KaniMagics(Magics):
               help="attach the image in notebook variable VAR (a PIL image, an array, a path); repeatable")
     @argument("--audio", action="append", default=[], metavar="VAR",
               help="attach the sound in notebook variable VAR ((samples, rate), a WAV path); repeatable")
+    @argument("--probs", action="store_true", help="record and show what the model considered at every token")
     @cell_magic
     def chat(self, line: str, cell: str):
         """Send the cell as a message to the notebook's conversation and stream the reply below it.
@@ -190,6 +191,9 @@ class KaniMagics(Magics):
         if args.system is not None:
             session.system_prompt = args.system
         hyperparams = session.generation_kwargs(args.max_new_tokens, args.temperature)
+        probs = args.probs and getattr(session.engine, "supports_probabilities", False)
+        if probs:
+            hyperparams["probabilities"] = True
         view = _stream_view(self.shell)
         if media:
             from .media.view import MediaView
@@ -198,6 +202,17 @@ class KaniMagics(Magics):
         view.start()
         result = session.send(message, media=media or None, on_text=view.update, **hyperparams)
         view.finish(result)
+        if args.probs and not probs:
+            print("probabilities: not available for this engine")
+        elif probs and not result.error and session.history and session.history[-1].role.value == "assistant":
+            from IPython.display import display
+
+            from .probs.view import show_reply
+
+            try:
+                display(show_reply(session.kani))
+            except KanibookError as e:  # e.g. a reply cancelled before it finished: nothing was recorded
+                print(e)
         if result.error:
             kept = "" if "kept" in result.error else " (your message is kept in the conversation)"
             raise UsageError(f"The reply failed: {result.error}{kept}")

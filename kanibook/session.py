@@ -322,6 +322,32 @@ class ChatSession:
             on_text(result.text)
         return TurnResult(result.text, result.stopped, result.stats, result.error, time.perf_counter() - start)
 
+    def branch(self, message_index: int, token_index: int, alternative: Any = 1, **hyperparams: Any):
+        """"What if": regenerate a reply from one of its tokens on, as if the model had picked an alternative there.
+
+        The reply must have been generated with probabilities (``send(..., probabilities=True)``, ``%%chat --probs``).
+        The conversation keeps the new reply in place of the old one (messages after it are dropped: they answered
+        the old one); the old reply stays in the new message's ``extra`` and in exports.
+
+        :param message_index: The reply's index in :attr:`history` (negative counts from the end: -1 = the last).
+        :param token_index: The token to replace (0 = the reply's first).
+        :param alternative: Its number in the token's alternatives (0 = most probable; default 1), or its text.
+        :param hyperparams: Generation arguments (default: greedy).
+        :returns: A :class:`~kanibook.probs.branch.Branch`.
+        """
+        from .probs.branch import Branch, branch_reply, check_reply_index, replace_in_history
+        from .probs.view import find_probs
+
+        self.check_ready()
+        history = self.kani.chat_history
+        i = check_reply_index(history, message_index)
+        probs = find_probs(history[i])
+        original = history[i].text or ""
+        future = self._loop.submit(branch_reply(self.engine, probs, token_index, alternative, **hyperparams))
+        text, new_probs, alt = future.result()
+        message = replace_in_history(history, i, text, new_probs, token_index, alt)
+        return Branch(message, new_probs, token_index, alt, original)
+
     def _turn_ended(self, turn: _Turn) -> None:
         if self._turn is turn:
             self._turn = None

@@ -3,7 +3,8 @@
 The JSON is exactly kani's own save format (``kani.utils.saveload.SavedKani``: the always-included messages, the
 system prompt among them, and the chat history), so ``Kani(engine).load(path)`` restores the conversation. kanibook
 keeps its own notes about a message in ``message.extra["kanibook"]`` (e.g. ``{"stopped": true}`` for a reply cut
-short by Stop); kani saves and loads ``extra`` with the message.
+short by Stop, ``{"branches": [...]}`` for a "what if" reply: the reply it replaced); kani saves and loads ``extra``
+with the message.
 
 Images and sounds: the JSON embeds them (kani-multimodal-core's own format: a PNG or WAV data URI per part, so
 ``Kani.load`` gives them back); the Markdown transcript keeps a reference, ``[image 28×28: cat.png]`` (the kind,
@@ -23,7 +24,9 @@ from .exceptions import UnsavableTextError
 from .render import safe
 
 __all__ = [
+    "branches_of",
     "is_stopped",
+    "mark_branched",
     "load_json",
     "mark_stopped",
     "message_text",
@@ -50,6 +53,38 @@ def is_stopped(message) -> bool:
     """True if the message was cut short by Stop (see :func:`mark_stopped`)."""
     notes = message.extra.get(_EXTRA_KEY) if isinstance(message.extra, dict) else None
     return bool(isinstance(notes, dict) and notes.get("stopped"))
+
+
+def mark_branched(message, original, dropped, token_index: int, alternative: str) -> None:
+    """Note on a "what if" reply what it replaced: the original reply, and the messages that followed it.
+
+    :param message: The new reply.
+    :param original: The reply it replaces.
+    :param dropped: The messages after the original (they answered it, so they left the conversation).
+    :param token_index: The token where the new reply departs from the original.
+    :param alternative: The text of the token chosen there.
+    """
+    notes = dict(message.extra.get(_EXTRA_KEY) or {})
+    earlier = list(branches_of(original))  # a branch of a branch keeps the whole lineage
+    earlier.append(
+        {
+            "token_index": int(token_index),
+            "alternative": str(alternative),
+            "original": message_text(original) if original.content is not None else "",
+            "dropped": [
+                {"role": m.role.value, "text": message_text(m) if m.content is not None else ""} for m in dropped
+            ],
+        }
+    )
+    notes["branches"] = earlier
+    message.extra = {**message.extra, _EXTRA_KEY: notes}
+
+
+def branches_of(message) -> list[dict]:
+    """The replies this one replaced by "what if" branches (oldest first; see :func:`mark_branched`)."""
+    notes = message.extra.get(_EXTRA_KEY) if isinstance(message.extra, dict) else None
+    found = notes.get("branches") if isinstance(notes, dict) else None
+    return list(found) if isinstance(found, list) else []
 
 
 def message_text(message) -> str:
@@ -154,6 +189,16 @@ def _message_markdown(message) -> str:
             blocks.append(_fence(_pretty_json(call.function.arguments), "json"))
         if is_stopped(message):
             blocks.append("*(stopped)*")
+        for b in branches_of(message):
+            picked = safe.markdown_literal(str(b.get("alternative", "")))
+            blocks.append(
+                f"*(branched at token \\#{int(b.get('token_index', 0))}, where the model was made to pick* "
+                f"“{picked}”*; it replaced this reply:)*"
+            )
+            original = safe.markdown_inert(str(b.get("original", "")))
+            blocks.append("\n".join("> " + line for line in original.split("\n")))
+            if b.get("dropped"):
+                blocks.append(f"*({len(b['dropped'])} later message(s) that followed the original were dropped)*")
     elif role == "function":
         label = "**Error**" if message.is_tool_call_error else "**Result**"
         blocks.append(label)

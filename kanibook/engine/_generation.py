@@ -11,6 +11,7 @@ token being computed, and the job has ended before the stream finishes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +23,10 @@ from ._peak_memory import PeakMemoryTracker
 __all__ = ["GenerationRun", "TurnStats"]
 
 _END = object()
+
+
+class _TailText(str):
+    """Text the decoder released only at the end: it belongs to the last recorded token."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,13 @@ class GenerationRun:
     :param eos_token_ids: Token ids that end the reply; they are not shown or counted.
     :param decode_kwargs: Arguments for ``tokenizer.decode``.
     :param device: The model's device (for the peak memory reading).
+    :param probs: A :class:`kanibook.probs.record.ReplyProbs` to fill, token by token, with what the model
+        considered (recorded on the model thread, appended here on the loop as the text arrives); None: not recorded.
     """
 
-    def __init__(self, model, tokenizer, inputs, hyperparams: dict, eos_token_ids, decode_kwargs: dict | None, device):
+    def __init__(
+        self, model, tokenizer, inputs, hyperparams: dict, eos_token_ids, decode_kwargs: dict | None, device, probs=None
+    ):
         self._model = model
         self._inputs = inputs
         self._hyperparams = dict(hyperparams)
@@ -147,6 +156,13 @@ class GenerationRun:
         self._t_start = self._t_first = self._t_last = self._t_stop = self._t_end = None
         self._tokens_after_stop = 0
         self._memory: PeakMemoryTracker | None = None
+        #: The reply's per-token probabilities (None unless asked for); grows on the loop as tokens arrive.
+        self.probs = probs
+        self._recorder = None
+        if probs is not None:
+            from ..probs.record import ProbRecorder
+
+            self._recorder = ProbRecorder(tokenizer, probs.top_k)
 
     # ---- the event-loop side ----
 
@@ -176,11 +192,18 @@ class GenerationRun:
     async def __anext__(self) -> str:
         if self._done is None:
             self.start()
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # further calls end too
-            raise StopAsyncIteration
-        return item
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)  # further calls end too
+                raise StopAsyncIteration
+            if isinstance(item, _TailText):
+                last = self.probs.tokens[-1]
+                self.probs.tokens[-1] = dataclasses.replace(last, text=last.text + item)
+                continue
+            if isinstance(item, str):
+                return item
+            self.probs.tokens.append(item)  # a token's record: it comes just before its text
 
     async def finish(self) -> None:
         """Stop if still running, and wait (without blocking the loop) until the job on the model thread has ended."""
@@ -216,6 +239,10 @@ class GenerationRun:
             return
         self._generated += 1
         piece = self._decoder.push(token_id)
+        if self._recorder is not None:
+            record = self._recorder.on_token(token_id, piece)
+            if record is not None:
+                self._emit(record)
         if piece:
             self.text += piece
             self._emit(piece)
@@ -228,6 +255,8 @@ class GenerationRun:
             self._memory = PeakMemoryTracker(self._device)
             criteria = StoppingCriteriaList(self._hyperparams.pop("stopping_criteria", None) or [])
             criteria.append(_StopWhenRequested(self._stop_event))
+            if self._recorder is not None:  # watches the logits before and after generate's processors
+                self._recorder.attach(self._model)
             self._t_start = time.perf_counter()
             with torch.no_grad():
                 self.output_ids = self._model.generate(
@@ -235,11 +264,15 @@ class GenerationRun:
                 )
             tail = self._decoder.flush()
             if tail:
+                if self._recorder is not None and self._recorder.count:  # the last token completed a character
+                    self._emit(_TailText(tail))
                 self.text += tail
                 self._emit(tail)
         except BaseException as e:  # noqa: BLE001 - handed to the awaiting side, never swallowed
             self.error = e
         finally:
+            if self._recorder is not None:
+                self._recorder.detach()
             self._t_end = time.perf_counter()
             self.stats = self._make_stats()
             self._emit(_END)

@@ -14,6 +14,8 @@ hyperparameters). What kanibook adds or mends:
   ends once the job has. A stopped turn keeps its partial text. Torch work in the notebook's own cells does not slow
   it (see :mod:`kanibook.engine._model_thread`).
 - Every completion carries :class:`~kanibook.TurnStats` (``completion.stats``, also ``engine.last_stats``).
+- ``stream(..., probabilities=True)`` (or a number of alternatives) records what the model considered at every
+  token (``completion.probs``, live in ``engine.last_probs``; see :mod:`kanibook.probs`).
 - ``audio_sample_rate`` / ``audio_sr`` (what kani's documentation says) mean kani's ``mm_audio_sample_rate``,
   instead of falling silently into the generation arguments; the processor is given the sampling rate too, and
   without one the audio feature extractor's own rate is used.
@@ -42,6 +44,7 @@ from ._gguf import gguf_model_path, is_gguf
 from ._hub import check_model_available, hub_offline
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError
+from ..probs.record import new_reply_probs, remember, top_k_of
 from ..quant import load_kwargs_for
 
 __all__ = ["KanibookEngine", "KanibookCompletion", "load"]
@@ -50,11 +53,16 @@ _TYPE_ID_KEYS = {"token_type_ids", "mm_token_type_ids"}  # kept only when the mo
 
 
 class KanibookCompletion(Completion):
-    """A kani ``Completion`` that also carries the turn's figures as ``.stats``."""
+    """A kani ``Completion`` that also carries the turn's figures as ``.stats`` (and ``.probs`` when recorded)."""
 
-    def __init__(self, message: ChatMessage, prompt_tokens: int, completion_tokens: int, stats: TurnStats):
+    def __init__(
+        self, message: ChatMessage, prompt_tokens: int, completion_tokens: int, stats: TurnStats, probs=None
+    ):
         super().__init__(message, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         self.stats = stats
+        #: What the model considered at every token (:class:`kanibook.probs.record.ReplyProbs`) when the reply
+        #: was generated with ``probabilities=True``; else None.
+        self.probs = probs
 
 
 class KanibookEngine(HuggingEngine):
@@ -95,6 +103,11 @@ class KanibookEngine(HuggingEngine):
         self.last_stats: TurnStats | None = None
         #: The text of the most recent turn so far (kept when a turn is stopped or cancelled).
         self.last_text: str = ""
+        #: The per-token probabilities of the most recent turn generated with ``probabilities=True`` (growing
+        #: while it streams); None when the last turn did not record them.
+        self.last_probs = None
+        #: This engine records per-token probabilities (``stream(..., probabilities=True)``).
+        self.supports_probabilities = True
 
     # ---- control ----
 
@@ -152,17 +165,46 @@ class KanibookEngine(HuggingEngine):
         streamer_timeout: float | None = None,  # accepted for kani compatibility; the loop never blocks anyway
         **hyperparams,
     ) -> AsyncIterable[str | KanibookCompletion]:
-        if self._run is not None:
-            raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before sending another.")
         from ..media.check import check_media
 
         # here, not in build_prompt: kani's token counting swallows build_prompt's errors and retries shorter prompts
         check_media(self, messages)
         prompt = self.build_prompt(messages, functions)
+        async for item in self._stream_prompt(prompt, decode_kwargs, hyperparams):
+            yield item
+
+    async def stream_from_ids(
+        self, token_ids, *, decode_kwargs: dict | None = None, **hyperparams
+    ) -> AsyncIterable[str | KanibookCompletion]:
+        """Continue a token sequence (a prompt and the start of a reply, as ids) like :meth:`stream` does.
+
+        What "what if" branches run (:mod:`kanibook.probs.branch`); ``probabilities=True`` records as in
+        :meth:`stream`. Only the new text is streamed and put in the completion.
+
+        :param token_ids: The ids to continue (a list of ints).
+        :param hyperparams: Generation arguments.
+        """
+        import torch
+
+        prompt = torch.tensor([list(token_ids)], dtype=torch.long)
+        async for item in self._stream_prompt(prompt, decode_kwargs, hyperparams):
+            yield item
+
+    async def _stream_prompt(self, prompt, decode_kwargs, hyperparams):
+        if self._run is not None:
+            raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before sending another.")
+        top_k = top_k_of(hyperparams.pop("probabilities", None))
+        if top_k and (hyperparams.get("num_beams") or 1) > 1:
+            raise KanibookError("probabilities are recorded for greedy decoding and sampling: leave out num_beams.")
         inputs, _, hyperparams = self._get_generate_args(prompt, **hyperparams)
+        if "attention_mask" not in inputs:
+            import torch
+
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         eos_ids = self._get_eos_tokens(return_ids=True, **hyperparams)
-        run = GenerationRun(self.model, self.tokenizer, inputs, hyperparams, eos_ids, decode_kwargs, self.device)
-        self._run, self.last_text = run, ""
+        probs = new_reply_probs(inputs, hyperparams, top_k) if top_k else None
+        run = GenerationRun(self.model, self.tokenizer, inputs, hyperparams, eos_ids, decode_kwargs, self.device, probs)
+        self._run, self.last_text, self.last_probs = run, "", probs
         try:
             async for piece in run:
                 self.last_text = run.text
@@ -173,11 +215,15 @@ class KanibookEngine(HuggingEngine):
             self.last_text, self.last_stats = run.text, run.stats
         run.raise_if_failed()
         stats = run.stats
+        message = ChatMessage.assistant(run.text.strip())
+        if probs is not None:
+            remember(message, probs)  # kani puts this very message in the history: show_reply(kani) finds it
         yield KanibookCompletion(
-            ChatMessage.assistant(run.text.strip()),
+            message,
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
             stats=stats,
+            probs=probs,
         )
 
     async def prompt_len(self, messages, functions=None, **kwargs) -> int:

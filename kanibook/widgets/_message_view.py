@@ -10,8 +10,10 @@ import asyncio
 
 import ipywidgets as widgets
 
+from ..probs.record import probs_of
 from ..render import chat as render
 from ..transcript import is_stopped, message_text
+from ._probs_box import ProbsBox
 from ._throttle import Throttle
 
 __all__ = ["MessageView", "close_widgets"]
@@ -67,6 +69,21 @@ class MessageView:
         self.widget.add_class("kb-msg")
         self.widget.add_class(f"kb-msg-{role}")
         self._throttle: Throttle[str] = Throttle(self._show_partial, max_per_second)
+        #: The reply's probabilities view (a :class:`ProbsBox`) when they were recorded; else None.
+        self.probs_box: ProbsBox | None = None
+        #: Called with ``(view, token_index, alternative_index)`` by the "what if" button (set by the panel).
+        self.on_branch = None
+
+    def attach_probs(self, probs) -> None:
+        """Show ``probs`` (a growing :class:`~kanibook.probs.record.ReplyProbs`) under the reply's text."""
+        if self.probs_box is not None:
+            if self.probs_box.probs is probs:
+                return
+            close_widgets(*self.probs_box.close_all())
+        self.probs_box = ProbsBox(probs, lambda i, k: self.on_branch and self.on_branch(self, i, k))
+        children = list(self.widget.children)
+        children.insert(children.index(self.body) + 1, self.probs_box.widget)
+        self.widget.children = tuple(children)
 
     # ---- constructors ----
 
@@ -74,6 +91,9 @@ class MessageView:
     def from_message(cls, message, *, stats=None, max_per_second: float = 20.0) -> MessageView:
         """A finished view of a kani ``ChatMessage`` (any role)."""
         view = cls(message.role.value, name=message.name, max_per_second=max_per_second)
+        probs = probs_of(message)
+        if probs is not None:
+            view.attach_probs(probs)
         view.finish(message, stats=stats, stopped=is_stopped(message))
         return view
 
@@ -108,6 +128,8 @@ class MessageView:
 
     def _show_partial(self, text: str) -> None:
         self.body.value = render.streaming_body(text)
+        if self.probs_box is not None:
+            self.probs_box.show_partial()
 
     # ---- the end of a message ----
 
@@ -134,6 +156,8 @@ class MessageView:
         self.body.value = body
         self.cards.value = cards
         self.figures.value = render.figures(stats)
+        if self.probs_box is not None:
+            self.probs_box.finish(can_branch=not stopped)
         with self.widget.hold_sync():
             self.widget.remove_class("kb-msg-streaming")
             if stopped:
@@ -142,7 +166,8 @@ class MessageView:
     def close(self) -> None:
         """Close the widgets (they leave the kernel's widget registry)."""
         self._throttle.cancel()
-        close_widgets(self.header, self.body, self.cards, self.figures, self.widget)
+        extra = self.probs_box.close_all() if self.probs_box is not None else []
+        close_widgets(self.header, self.body, self.cards, self.figures, *extra, self.widget)
 
     def __repr__(self) -> str:
         state = " stopped" if self.stopped else ""

@@ -52,6 +52,15 @@ class PanelWidgets:
         )
         self.regenerate_button = _classed(widgets.Button(description="Regenerate", icon="redo"), "kb-regenerate")
         self.clear_button = _classed(widgets.Button(description="Clear", icon="trash"), "kb-clear")
+        #: Record and show what the model considered at every token of the next replies.
+        self.probs_toggle = _classed(
+            widgets.Checkbox(
+                value=False, description="probabilities", indent=False, layout=widgets.Layout(width="auto")
+            ),
+            "kb-probs-toggle",
+        )
+        #: Called with ``(view, token_index, alternative_index)`` by a reply's "what if" button.
+        self._branch_handler = None
         for button in (self.send_button, self.stop_button, self.regenerate_button, self.clear_button):
             button.layout.width = "auto"
         self.status_widget = _classed(widgets.HTML(render.status_line(self._status)), "kb-status")
@@ -84,7 +93,14 @@ class PanelWidgets:
         self.settings_accordion = widgets.Accordion([settings_box], titles=("Settings",), selected_index=None)
         header = widgets.HBox([self.title, self.context_meter], layout=widgets.Layout(justify_content="space-between"))
         controls = widgets.HBox(
-            [self.input, self.send_button, self.stop_button, self.regenerate_button, self.clear_button]
+            [
+                self.input,
+                self.send_button,
+                self.stop_button,
+                self.regenerate_button,
+                self.clear_button,
+                self.probs_toggle,
+            ]
         )
         self.widget = _classed(
             widgets.VBox(
@@ -120,6 +136,7 @@ class PanelWidgets:
     # ---- the message list ----
 
     def _add_view(self, view: MessageView) -> MessageView:
+        view.on_branch = self._branch_handler
         self.messages.append(view)
         self.message_box.children = (*self.message_box.children, view.widget)
         return view
@@ -142,6 +159,8 @@ class PanelWidgets:
         views = [MessageView.from_message(m) for m in prefix]
         self._n_prefix = len(views)
         views += [MessageView.from_message(m) for m in history]
+        for view in views:
+            view.on_branch = self._branch_handler
         self.messages = views
         self.message_box.children = tuple(v.widget for v in views)
 

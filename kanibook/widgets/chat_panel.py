@@ -31,6 +31,7 @@ from ..exceptions import BusyError, KanibookError, check_text
 from ..render import chat as render
 from ._message_view import MessageView
 from ._attachments import AttachmentBar, media_message, show_media  # media (issue 11)
+from ._panel_probs import PanelProbs
 from ._panel_widgets import PanelWidgets
 
 __all__ = ["ChatPanel", "chat"]
@@ -38,10 +39,11 @@ __all__ = ["ChatPanel", "chat"]
 _BUSY = "busy: a reply is being generated; press Stop or wait for it"
 
 
-class ChatPanel(PanelWidgets):
+class ChatPanel(PanelProbs, PanelWidgets):
     """A chat panel around a ``kani.Kani`` (``.widget`` is the ipywidgets tree; the panel displays itself).
 
-    Python API (also what the buttons call): :meth:`send`, :meth:`stop`, :meth:`regenerate`, :meth:`clear`,
+    Python API (also what the buttons call): :meth:`send`, :meth:`stop`, :meth:`regenerate`, :meth:`branch`,
+    :meth:`clear`, :attr:`probabilities` (the "probabilities" box),
     :meth:`wait`, :meth:`set_system_prompt`, :meth:`export_json`, :meth:`export_markdown`; :attr:`kani`,
     :attr:`messages` (the message views, in display order), :attr:`status`.
 
@@ -97,6 +99,7 @@ class ChatPanel(PanelWidgets):
         self.attachments = AttachmentBar(on_error=self._set_status)
         self.widget.children = (*self.widget.children[:4], self.attachments.widget, *self.widget.children[4:])
         # ---- end media
+        self._branch_handler = self._on_branch_click
         self._wire()
         self._render_all()
         self._schedule(self.refresh_context())
@@ -340,7 +343,8 @@ class ChatPanel(PanelWidgets):
         view: MessageView | None = None
         outcome = "ready"
         try:
-            params = {**self.settings.hyperparams(self.engine), **self.hyperparams}
+            probs_params, probs_note = self._probability_params()
+            params = {**self.settings.hyperparams(self.engine), **probs_params, **self.hyperparams}
             rounds = self.kani.full_round_stream(None, **params)
             async with contextlib.aclosing(rounds):  # closing releases kani's lock even when we stop early
                 async for stream in rounds:
@@ -350,8 +354,12 @@ class ChatPanel(PanelWidgets):
                     view = self._add_view(MessageView("assistant", max_per_second=self.max_updates_per_second))
                     view.start_streaming()
                     async for piece in stream:
+                        if probs_params and view.probs_box is None and getattr(self.engine, "last_probs", None):
+                            view.attach_probs(self.engine.last_probs)  # grows live; redrawn with the text
                         view.append(piece)
                     completion = await stream.completion()
+                    if getattr(completion, "probs", None) is not None:
+                        view.attach_probs(completion.probs)
                     stats = getattr(completion, "stats", None)
                     stopped = bool(getattr(stats, "stopped", self._stop_requested))
                     if stopped:
@@ -375,6 +383,8 @@ class ChatPanel(PanelWidgets):
             outcome = "error: " + (str(e).strip().splitlines() or [type(e).__name__])[0]
         finally:
             self._show_busy(False)
+        if probs_note and outcome == "ready":
+            outcome = f"ready · {probs_note}"
         self._set_status(outcome)
         await self.refresh_context()
 

@@ -1,0 +1,158 @@
+"""HTML for the probabilities views: tokens coloured by how sure the model was, with their alternatives on hover.
+
+Data in, strings out (no model, no I/O); every piece of text goes through :mod:`kanibook.render.safe`. The colour
+scale is sequential and its lightness falls with probability (pale: sure, dark: unsure), so it reads in grey and for
+colour-blind readers too; a legend comes with every view. Hovering a token shows (``title``) its probability, rank,
+entropy and the top alternatives, under the model's raw distribution and, when sampling changed it, under the
+distribution actually sampled from. No script, no external resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from . import safe
+
+__all__ = ["CSS", "BINS", "bin_of", "legend", "tokens_html", "tooltip", "least_confident_html", "reply_html",
+           "scored_html"]  # fmt: skip
+
+#: (lower bound of the probability, background, text colour, label): lightness falls monotonically
+BINS: tuple[tuple[float, str, str, str], ...] = (
+    (0.9, "#fff5eb", "#222", "≥ 90%"),
+    (0.6, "#fdd0a2", "#222", "60–90%"),
+    (0.3, "#fd8d3c", "#111", "30–60%"),
+    (0.1, "#d94801", "#fff", "10–30%"),
+    (0.0, "#7f2704", "#fff", "< 10%"),
+)
+
+CSS = "".join(
+    [
+        ".kb-probs{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.9;"
+        "overflow-wrap:anywhere}",
+        ".kb-probs .kb-ptoks{white-space:pre-wrap}",
+        ".kb-probs .kb-tok{border-radius:2px;padding:1px 0;cursor:help;box-shadow:inset 0 -1px #0002}",
+        ".kb-probs .kb-tok:hover{outline:2px solid #2471a3}",
+        ".kb-probs .kb-tok.kb-smp{text-decoration:underline dotted}",
+        ".kb-probs .kb-plegend{font-size:11px;margin:4px 0}",
+        ".kb-probs .kb-plegend span{display:inline-block;padding:0 6px;margin-right:2px;border:1px solid #8886}",
+        ".kb-probs .kb-pnote{font-size:12px;opacity:.85;margin:2px 0}",
+        ".kb-probs .kb-pseg-h{font-size:11px;opacity:.8;margin-top:4px}",
+        ".kb-probs table.kb-least{border-collapse:collapse;font-size:12px;margin:4px 0}",
+        ".kb-probs table.kb-least td,.kb-probs table.kb-least th{padding:1px 8px;text-align:left;"
+        "border-bottom:1px solid #8883}",
+        ".kb-probs .kb-mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}",
+        *(f".kb-probs .kb-p{i}{{background:{bg};color:{fg}}}" for i, (_, bg, fg, _) in enumerate(BINS)),
+    ]
+)
+
+
+def bin_of(prob: float) -> int:
+    """The colour bin of a probability (0: the surest)."""
+    for i, (low, *_rest) in enumerate(BINS):
+        if prob >= low:
+            return i
+    return len(BINS) - 1
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.001 else f"{100 * p:.2g}%"
+
+
+def _quoted(text: str) -> str:
+    """A token's text for a tooltip or a table: whitespace made visible (no HTML escaping here)."""
+    shown = "".join({" ": "\u00b7", "\n": "\u21b5", "\t": "\u2192"}.get(ch, ch) for ch in safe.clean_chars(text))
+    return f"\u201c{shown}\u201d"
+
+
+def _dist_lines(label: str, dist) -> list[str]:
+    lines = [f"{label}: {_pct(dist.prob)}, rank {dist.rank + 1}, entropy {dist.entropy:.2f} nats"]
+    lines += [f"  {_quoted(a.text)}  {_pct(a.prob)}" for a in dist.top]
+    return lines
+
+
+def tooltip(token) -> str:
+    """The hover text of a token (plain text; escaped by the caller with :func:`safe.attr`)."""
+    lines = [f"#{token.index} {_quoted(token.text)} (id {token.token_id})"]
+    lines += _dist_lines("model", token.raw)
+    if token.sampled is not None:
+        lines += _dist_lines("sampled from", token.sampled)
+    return "\n".join(lines)
+
+
+def tokens_html(tokens: Iterable) -> str:
+    """The tokens as coloured spans (classes ``kb-tok kb-p<bin> kb-t<index>``), each with its tooltip."""
+    out = []
+    for t in tokens:
+        classes = f"kb-tok kb-p{bin_of(t.raw.prob)}" + (" kb-smp" if t.sampled is not None else "")
+        text = safe.text(t.text) if t.text else "\u200b"
+        out.append(f'<span class="{classes} kb-t{int(t.index)}" title="{safe.attr(tooltip(t))}">{text}</span>')
+    return "".join(out)
+
+
+def legend(sampled: bool = False) -> str:
+    """The colour scale's legend."""
+    chips = "".join(f'<span class="kb-p{i}">{safe.text(label)}</span>' for i, (*_, label) in enumerate(BINS))
+    extra = " · dotted underline: sampled from a reshaped distribution" if sampled else ""
+    return f'<div class="kb-plegend">probability of the chosen token: {chips}{safe.text(extra)}</div>'
+
+
+def least_confident_html(tokens: Sequence) -> str:
+    """A small table of the least confident tokens and what the model preferred there."""
+    if not tokens:
+        return ""
+    rows = []
+    for t in tokens:
+        best = next((a for a in t.raw.top if a.token_id != t.token_id), None)
+        pref = f"{_quoted(best.text)} {_pct(best.prob)}" if best else ""
+        rows.append(
+            f"<tr><td>{int(t.index)}</td><td class='kb-mono'>{safe.text(_quoted(t.text))}</td>"
+            f"<td>{safe.text(_pct(t.raw.prob))}</td><td class='kb-mono'>{safe.text(pref)}</td></tr>"
+        )
+    head = "<tr><th>#</th><th>token</th><th>p</th><th>best other</th></tr>"
+    return f"<table class='kb-least'><caption>least confident</caption>{head}{''.join(rows)}</table>"
+
+
+def _note(note: str | None) -> str:
+    return f'<div class="kb-pnote">{safe.text(note)}</div>' if note else ""
+
+
+def reply_html(probs, *, title: str = "Reply", least: int = 5, streaming: bool = False) -> str:
+    """A reply's tokens coloured by probability, the legend and the least-confident tokens.
+
+    :param probs: A :class:`~kanibook.probs.record.ReplyProbs`.
+    :param title: The heading.
+    :param least: How many least-confident tokens to list (0: none).
+    :param streaming: True while the reply is still arriving (no table yet).
+    """
+    tokens = list(probs.tokens)
+    sampled = any(t.sampled is not None for t in tokens)
+    head = f"<b>{safe.text(title)}</b> · {len(tokens)} tokens"
+    if tokens and not streaming:
+        mean = sum(t.raw.prob for t in tokens) / len(tokens)
+        head += f" · mean p {safe.text(_pct(mean))}"
+    table = "" if streaming or not least else least_confident_html(probs.least_confident(least))
+    return (
+        f"<div class='kb-probs'><style>{CSS}</style><div>{head}</div>{_note(probs.note)}"
+        f"<div class='kb-ptoks'>{tokens_html(tokens)}</div>{legend(sampled)}{table}</div>"
+    )
+
+
+def scored_html(groups: Sequence[tuple[str, str, Sequence]], *, title: str, note: str | None = None,
+                least: Sequence = ()) -> str:  # fmt: skip
+    """Teacher-forced scores shown over a prompt's message segments.
+
+    :param groups: ``(role, label, tokens)`` for each segment.
+    :param title: The heading.
+    :param note: A one-line remark.
+    :param least: The least-confident tokens to list.
+    """
+    parts = []
+    for role, label, tokens in groups:
+        parts.append(
+            f"<div class='kb-pseg-h'>{safe.text(role)} · {safe.text(label)}</div>"
+            f"<div class='kb-ptoks'>{tokens_html(tokens)}</div>"
+        )
+    return (
+        f"<div class='kb-probs'><style>{CSS}</style><div><b>{safe.text(title)}</b></div>{_note(note)}"
+        f"{''.join(parts)}{legend()}{least_confident_html(least)}</div>"
+    )
