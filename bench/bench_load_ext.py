@@ -63,7 +63,6 @@ def main() -> None:
             f"{name:>20}: median {statistics.median(values) * 1e3:8.1f} ms  "
             f"(min {min(values) * 1e3:.1f}, max {max(values) * 1e3:.1f}, n={len(values)})"
         )
-    ratio = statistics.median(times["%load_ext kanibook"]) / statistics.median(times["import ipywidgets"])
     figure("%load_ext kanibook, fresh process (median)", statistics.median(times["%load_ext kanibook"]) * 1e3,
            statistics.median(times["import ipywidgets"]) * 1e3, unit="ms", baseline_name="import ipywidgets",
            target=1.0, higher_is_better=False)

@@ -117,7 +117,7 @@ def measure_one(folder: Path, setting: str, device: str, tokens: int) -> dict:
             view = [d for d in kanibook.memory(engine).devices if d.index == index][0]
             row["memory_view_peak_bytes"] = view.peak_allocated
             row["torch_max_memory_allocated"] = torch.cuda.max_memory_allocated(index)
-        del engine
+        engine = None  # release the model before the next setting
     except Exception as e:  # noqa: BLE001 - a setting the machine cannot run is a row with the reason
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     gc.collect()

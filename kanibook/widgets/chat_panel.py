@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ..exceptions import BusyError, KanibookError, check_text
 from ..render import chat as render
 from ._message_view import MessageView
 from ._attachments import AttachmentBar, media_message, show_media  # media (issue 11)
+from ._panel_conversation import PanelConversation
 from ._panel_probs import PanelProbs
 from ._panel_widgets import PanelWidgets
 
@@ -39,7 +39,7 @@ __all__ = ["ChatPanel", "chat"]
 _BUSY = "busy: a reply is being generated; press Stop or wait for it"
 
 
-class ChatPanel(PanelProbs, PanelWidgets):
+class ChatPanel(PanelProbs, PanelConversation, PanelWidgets):
     """A chat panel around a ``kani.Kani`` (``.widget`` is the ipywidgets tree; the panel displays itself).
 
     Python API (also what the buttons call): :meth:`send`, :meth:`stop`, :meth:`regenerate`, :meth:`branch`,
@@ -187,34 +187,6 @@ class ChatPanel(PanelProbs, PanelWidgets):
             self._drop_views(views[-1] + 1)
         return self._start(self._round())
 
-    def clear(self) -> None:
-        """Forget the conversation (the system prompt stays)."""
-        self._refuse_if_busy()
-        self.kani.chat_history.clear()
-        self._render_all()
-        self._set_status("cleared")
-        self._schedule(self.refresh_context())
-
-    def set_system_prompt(self, text: str | None) -> None:
-        """Change the system prompt; the next round sends it (empty: the model's default).
-
-        :param text: The new system prompt.
-        """
-        text = (text or "").strip() or None
-        always = list(self.kani.always_included_messages)
-        if self._owns_system_message and always:
-            always = always[1:]
-        from kani import ChatMessage
-
-        self.kani.system_prompt = text
-        self.kani.always_included_messages = ([ChatMessage.system(text)] if text else []) + always
-        self._owns_system_message = text is not None
-        if self.system_prompt.value != (text or ""):
-            self.system_prompt.value = text or ""
-        if not self.busy:
-            self._render_all()
-        self._schedule(self.refresh_context())
-
     async def wait(self) -> None:
         """Wait until the panel is idle (the current reply and the context meter's update are done)."""
         while True:
@@ -222,32 +194,6 @@ class ChatPanel(PanelProbs, PanelWidgets):
             if not pending:
                 return
             await asyncio.gather(*pending, return_exceptions=True)
-
-    async def refresh_context(self) -> int | None:
-        """Measure the next prompt's length for the context meter (None where the engine cannot count)."""
-        messages = [*self.kani.always_included_messages, *self.kani.chat_history]
-        functions = self.kani.get_enabled_functions() or None
-        try:  # an empty conversation is an empty prompt (chat templates refuse to render one)
-            used = await self.kani.prompt_token_len(messages, functions) if messages else 0
-        except Exception:  # noqa: BLE001 - an engine that cannot count tokens shows "context: ?"
-            used = None
-        self.context_tokens = used
-        self.context_meter.value = render.context_meter(used, getattr(self.engine, "max_context_size", None))
-        return used
-
-    def export_json(self, path: str | os.PathLike | None = None) -> Path:
-        """Save the conversation as JSON in kani's format (``Kani.load(path)`` reads it back).
-
-        :param path: The file (default: a time-stamped name in ``export_dir``).
-        """
-        return transcript.save_json(self.kani, path or self._default_path("json"))
-
-    def export_markdown(self, path: str | os.PathLike | None = None) -> Path:
-        """Save the conversation as a Markdown transcript.
-
-        :param path: The file (default: a time-stamped name in ``export_dir``).
-        """
-        return transcript.save_markdown(self.kani, path or self._default_path("md"))
 
     def close(self) -> None:
         """Stop any reply and close every widget of the panel."""
@@ -281,22 +227,6 @@ class ChatPanel(PanelProbs, PanelWidgets):
     def _on_input_msg(self, _widget, content, _buffers) -> None:
         if isinstance(content, dict) and content.get("event") == "submit":
             self._on_send_click()
-
-    def _export_click(self, kind: str) -> None:
-        try:
-            path = self.export_json() if kind == "json" else self.export_markdown()
-        except KanibookError as e:
-            self._set_status(str(e))
-            return
-        except OSError as e:
-            self._set_status(f"Could not write the export ({e.strerror or e}): set panel.export_dir to a writable folder.")
-            return
-        mime = "application/json" if kind == "json" else "text/markdown"
-        self.export_link.value = render.download_link(path.name, path.read_bytes(), mime, saved_to=str(path))
-
-    def _default_path(self, suffix: str) -> Path:
-        folder = self.export_dir or Path.cwd()
-        return folder / f"kanibook-chat-{time.strftime('%Y%m%d-%H%M%S')}.{suffix}"
 
     # ---- the round ----
 
