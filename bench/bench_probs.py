@@ -18,6 +18,7 @@ import platform
 import time
 
 import torch
+from _common import figure
 from kani import ChatMessage
 
 import kanibook
@@ -71,6 +72,9 @@ def main() -> None:
     for name, values in rates.items():
         base = best(rates[name.replace(" + probs", "")])
         print(f"{name:18} {best(values):8.2f} {best(values) / base:7.3f}")
+    for kind in ("greedy", "sampled"):
+        figure(f"stream tok/s with probabilities recorded, {kind}", best(rates[f"{kind} + probs"]), best(rates[kind]),
+               unit="tok/s", baseline_name=f"the same stream without, {kind}", target=0.95)  # fmt: skip
 
     n = args.view_tokens
     start = time.perf_counter()
@@ -89,6 +93,8 @@ def main() -> None:
     print(f"{'':26} {'ms':>8} {'vs generation':>14}")
     for name, seconds in timings.items():
         print(f"{name:26} {1000 * seconds:8.1f} {seconds / generate_s:14.4f}")
+    figure(f"show_reply of a {len(probs)}-token reply (html + text)", timings["show_reply (html + text)"] * 1e3,
+           generate_s * 1e3, unit="ms", baseline_name="generating it", target=0.05, higher_is_better=False)  # fmt: skip
 
 
 if __name__ == "__main__":
