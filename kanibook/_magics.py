@@ -21,7 +21,7 @@ from .exceptions import KanibookError, check_text
 
 __all__ = ["KaniMagics", "fill_placeholders", "register"]
 
-SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "reset", "history", "save", "system")
+SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "quant", "reset", "history", "save", "system")
 
 
 @magics_class
@@ -35,6 +35,7 @@ class KaniMagics(Magics):
     @argument("--device", help="load: device to run on (cpu, cuda, cuda:1, mps)")
     @argument("--api-base", help="load: an OpenAI-compatible server's API root, e.g. http://127.0.0.1:8000/v1")
     @argument("--tokenizer", help="load with --api-base: the served model's local folder, to count tokens offline")
+    @argument("--settings", help="quant: settings to compare, comma-separated (default: all this machine runs)")
     @line_magic
     def kani(self, line: str):
         """Work with the notebook's conversation and model.
@@ -46,6 +47,7 @@ class KaniMagics(Magics):
             %kani chat                open the chat panel
             %kani prompt | tokens     show the templated prompt as tokens
             %kani memory              show memory use
+            %kani quant [MODEL] [--settings fp32,int8,nf4]   compare quantization settings (cost and quality)
             %kani reset               forget the conversation
             %kani history             show the conversation
             %kani save PATH           save the conversation as kani JSON
@@ -62,6 +64,8 @@ class KaniMagics(Magics):
         load_only = [name for name in ("quant", "device", "api_base", "tokenizer") if getattr(args, name) is not None]
         if load_only and command != "load":
             raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
+        if args.settings is not None and command != "quant":
+            raise UsageError(f"--settings belongs to %kani quant, not %kani {command}.")
         try:
             return getattr(self, f"_kani_{command}")(args)
         except KanibookError as e:  # e.g. %kani prompt on an empty conversation: one line, no traceback
@@ -103,6 +107,29 @@ class KaniMagics(Magics):
         from .memory_view import memory
 
         return memory()
+
+    def _kani_quant(self, args):
+        model = _one_arg(args, "quant", "MODEL", required=False)
+        from .quant.presets import PRESETS
+
+        settings = None
+        if args.settings is not None:
+            settings = [s.strip().lower() for s in args.settings.split(",") if s.strip()]
+            unknown = [s for s in settings if s not in PRESETS]
+            if unknown or not settings:
+                raise UsageError(f"Unknown setting {unknown[0] if unknown else args.settings!r}: use "
+                                 f"--settings with one or more of {','.join(PRESETS)} (comma-separated).")  # fmt: skip
+        from .quant.lab import compare_quantization
+
+        try:
+            return compare_quantization(model, settings)
+        except KanibookError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model could not be read: one line
+            raise UsageError(
+                f"Could not compare {model or 'the demo model'!r} ({type(e).__name__}: {_first_line(e)}): "
+                "pass a local folder or a Hugging Face id in the local cache."
+            ) from None
 
     def _kani_reset(self, args):
         _no_args(args, "reset")

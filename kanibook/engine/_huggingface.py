@@ -37,17 +37,26 @@ from ._generation import GenerationRun, TurnStats
 from ._hub import check_model_available, hub_offline
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError
-from ..quant import load_kwargs_for
+from ..quant.presets import load_kwargs_for
 
 __all__ = ["KanibookEngine", "KanibookCompletion", "load"]
 
 
 class KanibookCompletion(Completion):
-    """A kani ``Completion`` that also carries the turn's figures as ``.stats``."""
+    """A kani ``Completion`` that also carries the turn's figures as ``.stats`` and its new ids as ``.token_ids``."""
 
-    def __init__(self, message: ChatMessage, prompt_tokens: int, completion_tokens: int, stats: TurnStats):
+    def __init__(
+        self,
+        message: ChatMessage,
+        prompt_tokens: int,
+        completion_tokens: int,
+        stats: TurnStats,
+        token_ids: list[int] | None = None,
+    ):
         super().__init__(message, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         self.stats = stats
+        #: The generated token ids (end-of-sequence tokens left out), e.g. to find where two answers part.
+        self.token_ids = list(token_ids or [])
 
 
 class KanibookEngine(HuggingEngine):
@@ -154,6 +163,7 @@ class KanibookEngine(HuggingEngine):
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
             stats=stats,
+            token_ids=run.token_ids,
         )
 
     async def predict(self, messages, functions=None, *, decode_kwargs: dict | None = None, **hyperparams):
