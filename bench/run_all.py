@@ -29,6 +29,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_engine.py": ["--tokens", "8", "--repeats", "1", "--load-repeats", "1"],
     "bench_load_ext.py": ["--repeats", "2"],
     "bench_panel.py": ["--tokens", "8", "--trials", "1", "--stop-trials", "1"],
+    "bench_quant.py": ["--quick"],
     "bench_render.py": ["--tokens", "500", "--repeats", "2"],
 }
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..exceptions import KanibookError
 from .settings import Setting, resolve_settings
+from .answers import answer_table, token_texts, top_tokens
 from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
 
 __all__ = ["compare_quantization", "release_memory", "memory_now"]
@@ -110,7 +111,7 @@ class _Lab:
             bar.set_description(f"{setting.label}: quality")
             (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
             row.update(quality.stats)
-            self.positions[setting.label] = {"kl": quality.kl, "top": _top_tokens(scores, self.tokenizer),
+            self.positions[setting.label] = {"kl": quality.kl, "top": top_tokens(scores, self.tokenizer),
                                              "flips": [list(f) for f in quality.flips]}  # fmt: skip
             bar.update(1)
             bar.set_description(f"{setting.label}: answers")
@@ -174,8 +175,8 @@ class _Lab:
         from .report import QuantReport, machine_info
 
         ref_label = self.rows[0]["label"]
-        answers = _answer_table(self.prompts, self.answers, ref_label, self.tokenizer)
-        tokens = [] if self.reference is None else _token_texts(self.reference.token_ids, self.tokenizer)
+        answers = answer_table(self.prompts, self.answers, ref_label, self.tokenizer)
+        tokens = [] if self.reference is None else token_texts(self.reference.token_ids, self.tokenizer)
         return QuantReport(
             model=str(self.path),
             device=self.device,
@@ -279,50 +280,6 @@ def _estimates(path) -> dict:
     except Exception:  # noqa: BLE001 - the comparison still runs; the estimate column stays empty
         return {}
     return {r.preset: r.weights_bytes for r in estimate.rows}
-
-
-# ---- answers and tokens ---------------------------------------------------------------------------------------------
-
-
-def _answer_table(prompts, answers: dict, ref_label: str, tokenizer) -> list[dict]:
-    """Per prompt, each setting's answer and the index of its first token that differs from the reference's."""
-    table = []
-    for i, prompt in enumerate(prompts):
-        ref_ids = answers.get(ref_label, [{}] * len(prompts))[i].get("token_ids", [])
-        entry = {"prompt": prompt, "answers": {}}
-        for label, items in answers.items():
-            ids = items[i]["token_ids"]
-            diverge = next((k for k, (a, b) in enumerate(zip(ids, ref_ids)) if a != b), None)
-            if diverge is None and len(ids) != len(ref_ids):
-                diverge = min(len(ids), len(ref_ids))
-            entry["answers"][label] = {"text": items[i]["text"], "token_ids": ids, "diverges_at": diverge,
-                                       "parts": _split_at(ids, diverge, tokenizer)}  # fmt: skip
-        table.append(entry)
-    return table
-
-
-def _split_at(ids: list[int], k: int | None, tokenizer) -> list[str]:
-    """``[same, first different token, rest]`` as text (decoding prefixes, so no character is split)."""
-    full = tokenizer.decode(ids, skip_special_tokens=True)
-    if k is None or k >= len(ids):
-        return [full, "", ""]
-    same = tokenizer.decode(ids[:k], skip_special_tokens=True)
-    upto = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
-    return [same, upto[len(same) :], full[len(upto) :]]
-
-
-def _token_texts(ids: list[int], tokenizer) -> list[str]:
-    return [tokenizer.decode([i]) for i in ids]
-
-
-def _top_tokens(scores, tokenizer) -> list[list[list]]:
-    """Each position's top tokens as ``[[text, probability], ...]`` (plain data for the report)."""
-    import math
-
-    return [
-        [[tokenizer.decode([t]), round(math.exp(lp), 6)] for t, lp in zip(ids, lps)]
-        for ids, lps in zip(scores.top_ids, scores.top_logprobs)
-    ]
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["Quality", "compare_scores", "mean_and_error"]
 

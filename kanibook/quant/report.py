@@ -74,12 +74,13 @@ class QuantReport:
         return [r["label"] for r in self.rows]
 
     def flips(self, label: str) -> list[tuple[int, str, str]]:
-        """Where the top token flips under ``label``: ``(position, reference's top token, setting's top token)``."""
+        """Where the top token flips under ``label``: ``(i, reference's top token, setting's top token)``, where
+        ``i`` indexes :attr:`tokens`: the prediction of token ``i`` from ``tokens[:i]`` differs."""
         out = []
-        for position, _, _ in self.positions.get(label, {}).get("flips", []):
-            top = self.positions[label]["top"][position]
-            ref_top = self.positions[self.reference["label"]]["top"][position]
-            out.append((position, ref_top[0][0], top[0][0]))
+        for j, _, _ in self.positions.get(label, {}).get("flips", []):
+            top = self.positions[label]["top"][j]
+            ref_top = self.positions[self.reference["label"]]["top"][j]
+            out.append((j + 1, ref_top[0][0], top[0][0]))
         return out
 
     def to_pandas(self):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ..quant.report import QuantReport
 
-__all__ = ["report_figure", "report_html", "report_text", "COLUMNS"]
+__all__ = ["report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
 
 _BOX = (
     "font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: 13px; line-height: 1.4; "
@@ -66,6 +66,10 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
     ("delta_p_rms_pct", "Δp RMS %", _f(3), "min", "quality", None),
     ("flips", "top flips", str, "min", "quality", None),
 )
+
+
+#: Columns measured with a clock or from the process's memory: they differ from run to run (a CSS class marks them).
+TIMED = frozenset({"peak_memory_bytes", "load_s", "ttft_s", "decode_tok_s"})
 
 
 def _best(report: QuantReport) -> dict[str, set[str]]:
@@ -163,7 +167,7 @@ def report_html(report: QuantReport, *, plots: bool = True) -> str:
     """The report as HTML: table, plots (inline PNG), where the model changes its mind, and the answers."""
     parts = [f'<div class="kb-quant" style="{_BOX}">',
              f"<div style='font-weight:600'>{safe.text(_title(report))}</div>",
-             f"<div style='{_MUTED}'>{safe.text(_machine_line(report))}</div>",
+             f"<div class='kb-quant-machine' style='{_MUTED}'>{safe.text(_machine_line(report))}</div>",
              _table_html(report)]  # fmt: skip
     if plots and any(r.get("available") for r in report.rows):
         png = _png_base64(report_figure(report))
@@ -193,7 +197,8 @@ def _table_html(report: QuantReport) -> str:
             text = safe.text(_cell_text(r, key, fmt, err_key))
             if r["label"] in best.get(key, ()):
                 text = f'<strong class="kb-best">{text}</strong>'
-            cells.append(f'<td style="{_CELL}">{text}</td>')
+            timed = ' class="kb-quant-timed"' if key in TIMED else ""
+            cells.append(f'<td{timed} style="{_CELL}">{text}</td>')
         rows.append(f"<tr>{first}{''.join(cells)}</tr>")
     note = ("<div style='font-size:smaller;opacity:0.7'>Bold: the best of each column (quality: closest to the "
             "reference). KL: divergence of the next-token distribution from the reference's, in nats, over the "
@@ -239,7 +244,7 @@ def _strips_html(report: QuantReport) -> str:
             spans.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{safe.visible(token)}'
                          "</span>")  # fmt: skip
         flips = report.flips(r["label"])
-        flip_list = "; ".join(f"{p + 1}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
+        flip_list = "; ".join(f"{p}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
         summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
         out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div style='white-space:pre-wrap;"
                    f"font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.7'>"
