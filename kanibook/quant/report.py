@@ -85,9 +85,12 @@ class QuantReport:
 
     def to_pandas(self):
         """The rows as a ``pandas.DataFrame`` indexed by label (needs pandas)."""
-        from ..exceptions import require
+        try:
+            import pandas as pd
+        except ImportError:
+            from ..exceptions import MissingDependencyError
 
-        pd = require("pandas", "dev", "QuantReport.to_pandas()")
+            raise MissingDependencyError("QuantReport.to_pandas() needs pandas: run  pip install pandas") from None
         return pd.DataFrame(self.rows).set_index("label")
 
     def to_dict(self) -> dict:

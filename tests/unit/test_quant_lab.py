@@ -166,6 +166,14 @@ def test_the_report_displays_with_the_best_marked(report):
     assert [ax.get_title() for ax in figure.axes] == ["memory vs quality", "memory vs speed"]
 
 
+def test_pandas_missing_says_how_to_install(report, monkeypatch):
+    from kanibook.exceptions import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingDependencyError, match="pip install pandas"):
+        report.to_pandas()
+
+
 def test_pandas_when_installed(report):
     pd = pytest.importorskip("pandas")
     frame = report.to_pandas()
@@ -244,6 +252,14 @@ def test_magic_usage_errors(ip):
         ip.run_line_magic("kani", "memory --settings nf4")
     with pytest.raises(UsageError, match="takes one MODEL"):
         ip.run_line_magic("kani", "quant a b")
+
+
+def test_the_magic_runs_a_comparison(ip, demo_model_dir):
+    from kanibook import QuantReport
+
+    result = ip.run_line_magic("kani", f"quant {demo_model_dir} --settings FP32")
+    assert isinstance(result, QuantReport) and result.labels == ["fp32"] and result.reference["kld_mean"] == 0.0
+    assert result.model == str(demo_model_dir)
 
 
 _NO_BNB = textwrap.dedent(
