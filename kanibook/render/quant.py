@@ -117,6 +117,17 @@ def _machine_line(report: QuantReport) -> str:
             f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.")  # fmt: skip
 
 
+def _release_line(report: QuantReport) -> str:
+    """Memory before the first load and after each setting was released (process RSS on a CPU, CUDA on a GPU)."""
+    after = [(r["label"], r.get("memory_after_release_bytes")) for r in report.rows]
+    if report.start_memory_bytes is None or not any(b is not None for _, b in after):
+        return ""
+    kind = "CUDA allocated" if str(report.device).startswith("cuda") else "process RSS"
+    shown = ", ".join(f"{label} {format_bytes(b)}" for label, b in after if b is not None)
+    return (f"Memory after each release ({kind}): {format_bytes(report.start_memory_bytes)} before the first load; "
+            f"after {shown}.")  # fmt: skip
+
+
 # ---- text ------------------------------------------------------------------------------------------------------------
 
 
@@ -124,6 +135,8 @@ def report_text(report: QuantReport) -> str:
     """The report as plain text: the tables (cost, then quality), the top-token flips and the answers."""
     best = _best(report)
     lines = [safe.clean_chars(_title(report)), safe.clean_chars(_machine_line(report))]
+    if _release_line(report):
+        lines.append(safe.clean_chars(_release_line(report)))
     for group in ("cost", "quality"):
         cols = [c for c in COLUMNS if c[4] == group]
         header = ["setting", *(c[1] for c in cols)]
@@ -168,6 +181,7 @@ def report_html(report: QuantReport, *, plots: bool = True) -> str:
     parts = [f'<div class="kb-quant" style="{_BOX}">',
              f"<div style='font-weight:600'>{safe.text(_title(report))}</div>",
              f"<div class='kb-quant-machine' style='{_MUTED}'>{safe.text(_machine_line(report))}</div>",
+             f"<div class='kb-quant-release' style='{_MUTED}'>{safe.text(_release_line(report))}</div>",
              _table_html(report)]  # fmt: skip
     if plots and any(r.get("available") for r in report.rows):
         png = _png_base64(report_figure(report))

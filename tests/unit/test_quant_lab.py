@@ -154,6 +154,7 @@ def test_the_report_displays_with_the_best_marked(report):
     bundle = report._repr_mimebundle_()
     text, html = bundle["text/plain"], bundle["text/html"]
     assert "Measured on CPU" in text and "torch" in text and "bitsandbytes" in text
+    assert "Memory after each release (process RSS):" in text and "after fp32 " in text and "kb-quant-release" in html
     assert "data:image/png;base64," in html and "kb-quant-table" in html
     best_kl = min((r for r in report.rows if not r["reference"]), key=lambda r: r["kld_mean"])["label"]
     row_html = next(part for part in html.split("<tr>") if part.startswith(f'<td style') and f">{best_kl}<" in part)
