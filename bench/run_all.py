@@ -33,6 +33,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_load_ext.py": ["--repeats", "2"],
     "bench_panel.py": ["--tokens", "8", "--trials", "1", "--stop-trials", "1"],
     "bench_probs.py": ["--quick"],
+    "bench_quant.py": ["--quick"],
     "bench_render.py": ["--tokens", "500", "--repeats", "2"],
     "bench_threads.py": ["--tokens", "8", "--alternations", "1", "--copy-mb", "64"],
 }

@@ -42,6 +42,10 @@ _LAZY = {
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
     "estimate_memory": "kanibook.memory_view",
+    # the quantization lab: cost and quality of each setting, measured side by side
+    "compare_quantization": "kanibook.quant.lab",
+    "QuantReport": "kanibook.quant.report",
+    "recommend_quant": "kanibook.quant.recommend",
 }
 
 __all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
@@ -55,6 +59,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .memory_view import estimate_memory, memory, memory_timeline
     from .probs.view import score_text, show_reply
     from .prompt import compare_prompts, show_prompt
+    from .quant.lab import compare_quantization
+    from .quant.recommend import recommend_quant
+    from .quant.report import QuantReport
     from .session import ChatSession
     from .widgets.chat_panel import chat
 

@@ -21,7 +21,7 @@ from .exceptions import KanibookError, check_text
 
 __all__ = ["KaniMagics", "fill_placeholders", "register"]
 
-SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "reset", "history", "save", "system")
+SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "quant", "reset", "history", "save", "system")
 
 
 @magics_class
@@ -37,6 +37,7 @@ class KaniMagics(Magics):
     @argument("--tokenizer", help="load with --api-base: the served model's local folder, to count tokens offline")
     @argument("--model", help="prompt: show the conversation through this model's chat template (id or folder; "
               "its tokenizer only, no weights)")  # fmt: skip
+    @argument("--settings", help="quant: settings to compare, comma-separated (default: all this machine runs)")
     @line_magic
     def kani(self, line: str):
         """Work with the notebook's conversation and model.
@@ -49,6 +50,7 @@ class KaniMagics(Magics):
             %kani prompt | tokens     show the templated prompt as tokens
             %kani prompt --model ID   the same conversation through another model's template (tokenizer only)
             %kani memory              show memory use
+            %kani quant [MODEL] [--settings fp32,int8,nf4]   compare quantization settings (cost and quality)
             %kani reset               forget the conversation
             %kani history             show the conversation
             %kani save PATH           save the conversation as kani JSON
@@ -67,6 +69,8 @@ class KaniMagics(Magics):
             raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
         if args.model is not None and command not in ("prompt", "tokens"):
             raise UsageError(f"--model belongs to %kani prompt, not %kani {command}.")
+        if args.settings is not None and command != "quant":
+            raise UsageError(f"--settings belongs to %kani quant, not %kani {command}.")
         try:
             return getattr(self, f"_kani_{command}")(args)
         except KanibookError as e:  # e.g. %kani prompt on an empty conversation: one line, no traceback
@@ -119,6 +123,29 @@ class KaniMagics(Magics):
         from .memory_view import memory
 
         return memory()
+
+    def _kani_quant(self, args):
+        model = _one_arg(args, "quant", "MODEL", required=False)
+        from .quant.presets import PRESETS
+
+        settings = None
+        if args.settings is not None:
+            settings = [s.strip().lower() for s in args.settings.split(",") if s.strip()]
+            unknown = [s for s in settings if s not in PRESETS]
+            if unknown or not settings:
+                raise UsageError(f"Unknown setting {unknown[0] if unknown else args.settings!r}: use "
+                                 f"--settings with one or more of {','.join(PRESETS)} (comma-separated).")  # fmt: skip
+        from .quant.lab import compare_quantization
+
+        try:
+            return compare_quantization(model, settings)
+        except KanibookError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model could not be read: one line
+            raise UsageError(
+                f"Could not compare {model or 'the demo model'!r} ({type(e).__name__}: {_first_line(e)}): "
+                "pass a local folder or a Hugging Face id in the local cache."
+            ) from None
 
     def _kani_reset(self, args):
         _no_args(args, "reset")

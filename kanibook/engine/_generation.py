@@ -179,6 +179,11 @@ class GenerationRun:
             self._stop_event.set()
 
     @property
+    def token_ids(self) -> list[int]:
+        """The ids generated so far (end-of-sequence tokens left out), in order."""
+        return list(self._decoder.ids)
+
+    @property
     def stop_requested(self) -> bool:
         return self._stop_event.is_set()
 

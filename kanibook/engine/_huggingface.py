@@ -45,7 +45,7 @@ from ._hub import check_model_available, hub_offline
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError
 from ..probs.record import new_reply_probs, remember, top_k_of
-from ..quant import load_kwargs_for
+from ..quant.presets import load_kwargs_for
 
 __all__ = ["KanibookEngine", "KanibookCompletion", "load"]
 
@@ -53,16 +53,25 @@ _TYPE_ID_KEYS = {"token_type_ids", "mm_token_type_ids"}  # kept only when the mo
 
 
 class KanibookCompletion(Completion):
-    """A kani ``Completion`` that also carries the turn's figures as ``.stats`` (and ``.probs`` when recorded)."""
+    """A kani ``Completion`` that also carries the turn's figures as ``.stats``, its new ids as ``.token_ids`` (and
+    ``.probs`` when recorded)."""
 
     def __init__(
-        self, message: ChatMessage, prompt_tokens: int, completion_tokens: int, stats: TurnStats, probs=None
+        self,
+        message: ChatMessage,
+        prompt_tokens: int,
+        completion_tokens: int,
+        stats: TurnStats,
+        probs=None,
+        token_ids: list[int] | None = None,
     ):
         super().__init__(message, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         self.stats = stats
         #: What the model considered at every token (:class:`kanibook.probs.record.ReplyProbs`) when the reply
         #: was generated with ``probabilities=True``; else None.
         self.probs = probs
+        #: The generated token ids (end-of-sequence tokens left out), e.g. to find where two answers part.
+        self.token_ids = list(token_ids or [])
 
 
 class KanibookEngine(HuggingEngine):
@@ -224,6 +233,7 @@ class KanibookEngine(HuggingEngine):
             completion_tokens=stats.completion_tokens,
             stats=stats,
             probs=probs,
+            token_ids=run.token_ids,
         )
 
     async def prompt_len(self, messages, functions=None, **kwargs) -> int:

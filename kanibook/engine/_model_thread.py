@@ -141,6 +141,9 @@ class ModelThread:
             release_cpu_threads()  # leave no pool behind: the notebook's own torch code keeps full speed
             self._busy.clear()  # before the waiter wakes: whoever sees the result sees the thread idle
             _settle(future, outcome)
+            # drop the finished job before waiting for the next: its arguments (a model, a generation holding one)
+            # would otherwise stay alive in this frame, and a model deleted by its owner would never be freed
+            del future, fn, args, kwargs, outcome
 
 
 def _call(fn, args, kwargs) -> tuple[bool, Any]:

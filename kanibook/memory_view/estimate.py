@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import KanibookError
-from ..quant import PRESETS
+from ..quant.presets import PRESETS
 from .readings import resolve_model, weight_footprint
 
 __all__ = ["MeasuredWeights", "MemoryEstimate", "PresetEstimate", "estimate_memory"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .exceptions import KanibookError, require
+from ..exceptions import KanibookError, require
 
 __all__ = ["PRESETS", "load_kwargs_for"]
 

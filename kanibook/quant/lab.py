@@ -1,0 +1,370 @@
+"""The quantization lab: load each setting in turn, measure what it costs and what it changes, release it.
+
+For every setting, one after another (the reference first):
+
+1. **load** it as a kanibook engine (``kanibook.load(model, quant=...)``), timed; measure its weights;
+2. **quality**: score the reference text teacher-forced (:func:`kanibook.scoring.score_ids`, ``keep_full=True``) and
+   compare with the reference's scores (:mod:`.metrics`); only the reference's full matrix is kept;
+3. **answers**: answer each prompt greedily through the engine's stream, which gives time to first token, decode
+   speed and peak memory (:class:`~kanibook.TurnStats`) and the answer's token ids;
+4. **release** the model (``del``, ``gc.collect()``, CUDA's cache emptied, freed heap handed back to the system) and
+   measure the memory again, so each setting starts where the first one did.
+
+A setting that cannot load or run (bitsandbytes missing, an unsupported backend or dtype) becomes a row with the
+reason; the others still run. All torch work runs on kanibook's model thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from ..exceptions import KanibookError
+from .settings import Setting, resolve_settings
+from .answers import answer_table, token_texts, top_tokens
+from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
+
+__all__ = ["compare_quantization", "release_memory", "memory_now"]
+
+_STEPS = ("load", "quality", "answers")
+_LAST_REPORTS: dict[str, Any] = {}  # model path -> the latest report (recommend_quant ranks by it)
+
+
+def compare_quantization(
+    model: Any = None,
+    settings: Any = None,
+    *,
+    prompts: Any = None,
+    reference_text: str | None = None,
+    device: str | None = None,
+    compute_dtype: str | None = None,
+    max_new_tokens: int = 24,
+    progress: bool = True,
+):
+    """Load a model under several quantization settings, one after another, and measure cost and quality.
+
+    :param model: A local model folder or a Hugging Face id in the local cache; None for the embedded demo model.
+    :param settings: None for every setting this machine runs (the reference, bf16, fp16 on a GPU, int8, nf4,
+        nf4-dq, fp4, fp4-dq); else a comma-separated string or a list of preset names, ``BitsAndBytesConfig``
+        objects, ``(label, config)`` pairs, or a ``{label: config}`` dict. The reference (fp32 on a CPU, bf16 on a
+        GPU) is always measured first.
+    :param prompts: Questions each setting answers greedily (a string or a list); None for two built-in ones.
+    :param reference_text: The text scored teacher-forced under every setting; None for a built-in ~300-token text.
+    :param device: ``"cpu"``, ``"cuda"``, ...; None for CUDA when present, else the CPU.
+    :param compute_dtype: The compute dtype of the 4-bit presets (default ``"bfloat16"``).
+    :param max_new_tokens: The longest answer, in tokens.
+    :param progress: Show a progress bar across settings and steps.
+    :returns: A :class:`~kanibook.QuantReport`.
+    """
+    path = _model_path(model)
+    device = device or _default_device()
+    resolved = resolve_settings(settings, device)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts or DEFAULT_PROMPTS)
+    if max_new_tokens < 1:
+        raise KanibookError(f"max_new_tokens must be at least 1, not {max_new_tokens}.")
+    text = REFERENCE_TEXT if reference_text is None else str(reference_text)
+    lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens)
+    started = time.perf_counter()
+    with _quiet_loading(), _progress(len(resolved) * len(_STEPS), progress) as bar:
+        for setting in resolved:
+            lab.run_setting(setting, bar)
+    report = lab.report(time.perf_counter() - started)
+    _LAST_REPORTS[str(path)] = report
+    return report
+
+
+class _Lab:
+    """The state of one comparison: the reference's scores, and what was measured so far."""
+
+    def __init__(self, path, device: str, compute_dtype, prompts: list[str], text: str, max_new_tokens: int):
+        self.path, self.device, self.compute_dtype = path, device, compute_dtype
+        self.prompts, self.text, self.max_new_tokens = prompts, text, max_new_tokens
+        self.reference = None  # the reference's TokenScores (full fp32 matrix kept)
+        self.tokenizer = None
+        self.rows: list[dict] = []
+        self.positions: dict[str, dict] = {}
+        self.answers: dict[str, list[dict]] = {}
+        self.estimates = _estimates(path)
+        release_memory(device)
+        self.start_memory = memory_now(device)
+
+    def run_setting(self, setting: Setting, bar) -> None:
+        row = _empty_row(setting, self.estimates)
+        self.rows.append(row)
+        engine = None
+        try:
+            bar.set_description(f"{setting.label}: load")
+            if setting.needs_bitsandbytes:
+                from ..exceptions import require
+
+                require("bitsandbytes", "quant", f"The {setting.label!r} setting")
+            engine, row["load_s"] = _timed(self._load, setting)
+            row.update(_footprint(engine.model))
+            bar.update(1)
+            bar.set_description(f"{setting.label}: quality")
+            (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
+            row.update(quality.stats)
+            self.positions[setting.label] = {"kl": quality.kl, "top": top_tokens(scores, self.tokenizer),
+                                             "flips": [list(f) for f in quality.flips]}  # fmt: skip
+            bar.update(1)
+            bar.set_description(f"{setting.label}: answers")
+            answers, row["answers_s"] = _timed(self._answers, engine)
+            self.answers[setting.label] = answers
+            row.update(_speed(answers))
+            bar.update(1)
+            row["available"] = True
+        except Exception as e:  # noqa: BLE001 - the setting becomes a row with its reason; the others still run
+            if setting.reference:
+                raise KanibookError(
+                    f"The reference setting {setting.label!r} failed ({type(e).__name__}: {_first_line(e)}): "
+                    "nothing can be compared without it."
+                ) from e
+            row["reason"] = _reason(e)
+            bar.update(len(_STEPS) - sum(1 for k in ("load_s", "quality_s", "answers_s") if row.get(k) is not None))
+        finally:
+            engine = None
+            release_memory(self.device)
+            row["memory_after_release_bytes"] = memory_now(self.device)
+
+    def _load(self, setting: Setting):
+        from ..engine import load
+
+        engine = load(self.path, quant=setting.quant, quant_compute_dtype=self.compute_dtype, device=self.device)
+        if self.tokenizer is None:
+            self.tokenizer = engine.tokenizer
+        return engine
+
+    def _quality(self, engine, setting: Setting):
+        from ..scoring import score_ids
+        from .metrics import compare_scores
+
+        ids = self.tokenizer(self.text)["input_ids"]
+        if len(ids) < 2:
+            raise KanibookError("The reference text is too short: give it at least two tokens.")
+        scores = score_ids(engine.model, ids, top_k=3, keep_full=True)
+        if setting.reference:
+            self.reference = scores
+        quality = compare_scores(self.reference, scores)
+        if not setting.reference:
+            scores.full_logprobs = None  # only the reference's matrix is kept
+        return quality, scores
+
+    def _answers(self, engine) -> list[dict]:
+        from kani import ChatMessage
+
+        async def one(prompt: str) -> dict:
+            completion = None
+            async for item in engine.stream([ChatMessage.user(prompt)], max_new_tokens=self.max_new_tokens,
+                                            do_sample=False):  # fmt: skip
+                if not isinstance(item, str):
+                    completion = item
+            stats = completion.stats
+            return {"prompt": prompt, "text": completion.message.text or "", "token_ids": completion.token_ids,
+                    "stats": stats.as_dict()}  # fmt: skip
+
+        return [_run_coroutine(one(p)) for p in self.prompts]
+
+    def report(self, total_s: float):
+        from .report import QuantReport, machine_info
+
+        ref_label = self.rows[0]["label"]
+        answers = answer_table(self.prompts, self.answers, ref_label, self.tokenizer)
+        tokens = [] if self.reference is None else token_texts(self.reference.token_ids, self.tokenizer)
+        return QuantReport(
+            model=str(self.path),
+            device=self.device,
+            rows=self.rows,
+            tokens=tokens,
+            positions=self.positions,
+            answers=answers,
+            machine=machine_info(self.device),
+            start_memory_bytes=self.start_memory,
+            total_s=total_s,
+        )
+
+
+# ---- measuring ------------------------------------------------------------------------------------------------------
+
+
+def memory_now(device: str) -> int:
+    """CUDA's allocated bytes on a GPU, the process's resident memory elsewhere."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.memory_allocated(device))
+    from ..engine._peak_memory import process_rss_bytes
+
+    return process_rss_bytes()
+
+
+def release_memory(device: str) -> None:
+    """Collect garbage, empty CUDA's cache, and hand freed heap memory back to the system (glibc's ``malloc_trim``).
+
+    Done as a job on the model thread: that thread drops its previous job (and the model it held) before taking
+    this one, so what was deleted is really gone when this returns.
+    """
+    from ..engine._model_thread import model_thread
+
+    model_thread().run(_collect, device)
+
+
+def _collect(device: str) -> None:
+    gc.collect()
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _footprint(model) -> dict:
+    from ..memory_view import weight_footprint
+
+    fp = weight_footprint(model)
+    return {"weights_bytes": fp.total_bytes, "footprint_bytes": int(model.get_memory_footprint())}
+
+
+def _speed(answers: list[dict]) -> dict:
+    stats = [a["stats"] for a in answers]
+    ttft = [s["time_to_first_token_s"] for s in stats if s["time_to_first_token_s"] is not None]
+    rates = [s["tokens_per_second"] for s in stats if s["tokens_per_second"]]
+    return {
+        "ttft_s": sum(ttft) / len(ttft) if ttft else None,
+        "decode_tok_s": sum(rates) / len(rates) if rates else None,
+        "peak_memory_bytes": max((s["peak_memory_bytes"] for s in stats), default=None),
+        "memory_kind": stats[0]["memory_kind"] if stats else None,
+    }
+
+
+def _empty_row(setting: Setting, estimates: dict) -> dict:
+    return {
+        "label": setting.label,
+        "preset": setting.preset,
+        "description": setting.description,
+        "reference": setting.reference,
+        "available": False,
+        "reason": None,
+        "weights_bytes": None,
+        "weights_estimate_bytes": estimates.get(setting.preset),
+        "footprint_bytes": None,
+        "peak_memory_bytes": None,
+        "memory_kind": None,
+        "load_s": None,
+        "quality_s": None,
+        "answers_s": None,
+        "ttft_s": None,
+        "decode_tok_s": None,
+    }
+
+
+def _estimates(path) -> dict:
+    from ..memory_view import estimate_memory
+
+    try:
+        estimate = estimate_memory(path, context_length=1)
+    except Exception:  # noqa: BLE001 - the comparison still runs; the estimate column stays empty
+        return {}
+    return {r.preset: r.weights_bytes for r in estimate.rows}
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _model_path(model: Any):
+    if model is None:
+        from ..demo_model import demo_model_path
+
+        return demo_model_path()
+    model_id = getattr(model, "model_id", None)  # a loaded engine: compare its model
+    return str(model_id) if model_id is not None else os.fspath(model)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def _run_coroutine(coro):
+    """Run a coroutine to the end from sync code, also inside a notebook (whose loop is already running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict = {}
+
+    def runner():
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=runner, name="kanibook-quant-answers")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, KanibookError):
+        return _first_line(error)
+    return f"{type(error).__name__}: {_first_line(error)}"
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """For the comparison only: bitsandbytes' logger (a line per 8-bit matrix product on a CPU) is quieted, and
+    transformers' own progress bars (one per load) give way to the lab's."""
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    bars = hf_logging.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not enabled, unit="step", desc="quantization lab")
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -1,0 +1,323 @@
+"""The quantization lab's report as HTML and text (pure functions of the report), and its matplotlib figure.
+
+Every string from outside (labels, reasons, tokens, answers, the model's name, the machine) goes through
+:mod:`kanibook.render.safe`. In the table the best value of each column is marked (bold, ``*`` in text): the
+smallest cost, the highest speed, and for quality the setting closest to the reference (the reference itself, which
+is the yardstick, is not a candidate).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from typing import TYPE_CHECKING, Any
+
+from .._names import model_display_name
+from . import safe
+from .memory import format_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..quant.report import QuantReport
+
+__all__ = ["report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
+
+_BOX = (
+    "font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: 13px; line-height: 1.4; "
+    "max-width: 100%; overflow-x: auto; contain: content;"
+)
+_CELL = "padding: 2px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid rgba(128,128,128,0.25);"
+_LEFT = _CELL.replace("right", "left")
+_MUTED = "opacity: 0.7;"
+
+
+def _mb(v):
+    return format_bytes(v)
+
+
+def _f(digits):
+    return lambda v: f"{v:.{digits}f}"
+
+
+def _g(v):
+    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+
+
+# (key, header, format, best, group, error key); best: "min", "max", "one" (closest to 1), "zero" (closest to 0)
+COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
+    ("weights_bytes", "weights", _mb, "min", "cost", None),
+    ("weights_estimate_bytes", "estimate", _mb, None, "cost", None),
+    ("peak_memory_bytes", "peak memory", _mb, "min", "cost", None),
+    ("load_s", "load s", _f(1), "min", "cost", None),
+    ("ttft_s", "first token s", _f(2), "min", "cost", None),
+    ("decode_tok_s", "tokens/s", _f(1), "max", "cost", None),
+    ("ppl", "PPL", _f(3), None, "quality", None),
+    ("ppl_ratio", "PPL ratio", _f(4), "one", "quality", None),
+    ("kld_mean", "KL mean", _g, "min", "quality", "kld_err"),
+    ("kld_median", "KL median", _g, "min", "quality", None),
+    ("kld_p90", "KL p90", _g, "min", "quality", None),
+    ("kld_p95", "KL p95", _g, "min", "quality", None),
+    ("kld_p99", "KL p99", _g, "min", "quality", None),
+    ("kld_max", "KL max", _g, "min", "quality", None),
+    ("same_top_pct", "same top %", _f(1), "max", "quality", None),
+    ("delta_p_mean_pct", "Δp mean %", _f(3), "zero", "quality", "delta_p_err_pct"),
+    ("delta_p_rms_pct", "Δp RMS %", _f(3), "min", "quality", None),
+    ("flips", "top flips", str, "min", "quality", None),
+)
+
+
+#: Columns measured with a clock or from the process's memory: they differ from run to run (a CSS class marks them).
+TIMED = frozenset({"peak_memory_bytes", "load_s", "ttft_s", "decode_tok_s"})
+
+
+def _best(report: QuantReport) -> dict[str, set[str]]:
+    """Per column, the labels holding its best value."""
+    best: dict[str, set[str]] = {}
+    for key, _, _, rule, group, _ in COLUMNS:
+        if rule is None:
+            continue
+        candidates = [r for r in report.rows if r.get("available") and _num(r.get(key)) is not None
+                      and not (group == "quality" and r.get("reference"))]  # fmt: skip
+        if not candidates:
+            continue
+        score = {
+            "min": lambda v: v, "max": lambda v: -v, "one": lambda v: abs(v - 1.0), "zero": lambda v: abs(v),
+        }[rule]  # fmt: skip
+        top = min(score(r[key]) for r in candidates)
+        best[key] = {r["label"] for r in candidates if math.isclose(score(r[key]), top, rel_tol=1e-9, abs_tol=1e-12)}
+    return best
+
+
+def _num(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _cell_text(row: dict, key: str, fmt, err_key: str | None) -> str:
+    v = _num(row.get(key))
+    if v is None:
+        return "n/a"
+    text = fmt(v)
+    if err_key and _num(row.get(err_key)) is not None:
+        text += f" ± {_g(row[err_key])}"
+    return text
+
+
+def _title(report: QuantReport) -> str:
+    return f"Quantization lab: {model_display_name(report.model)} on {report.device}"
+
+
+def _machine_line(report: QuantReport) -> str:
+    m = report.machine or {}
+    where = m.get("gpu") if m.get("device") == "GPU" else f"{m.get('processor', '?')}, {m.get('cores', '?')} cores"
+    bnb = m.get("bitsandbytes") or "not installed"
+    total = f"; the whole comparison took {report.total_s:.0f} s" if report.total_s is not None else ""
+    return (f"Measured on {m.get('device', '?')} ({where}); torch {m.get('torch', '?')}, transformers "
+            f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.")  # fmt: skip
+
+
+def _release_line(report: QuantReport) -> str:
+    """Memory before the first load and after each setting was released (process RSS on a CPU, CUDA on a GPU)."""
+    after = [(r["label"], r.get("memory_after_release_bytes")) for r in report.rows]
+    if report.start_memory_bytes is None or not any(b is not None for _, b in after):
+        return ""
+    kind = "CUDA allocated" if str(report.device).startswith("cuda") else "process RSS"
+    shown = ", ".join(f"{label} {format_bytes(b)}" for label, b in after if b is not None)
+    return (f"Memory after each release ({kind}): {format_bytes(report.start_memory_bytes)} before the first load; "
+            f"after {shown}.")  # fmt: skip
+
+
+# ---- text ------------------------------------------------------------------------------------------------------------
+
+
+def report_text(report: QuantReport) -> str:
+    """The report as plain text: the tables (cost, then quality), the top-token flips and the answers."""
+    best = _best(report)
+    lines = [safe.clean_chars(_title(report)), safe.clean_chars(_machine_line(report))]
+    if _release_line(report):
+        lines.append(safe.clean_chars(_release_line(report)))
+    for group in ("cost", "quality"):
+        cols = [c for c in COLUMNS if c[4] == group]
+        header = ["setting", *(c[1] for c in cols)]
+        body = []
+        for r in report.rows:
+            label = safe.clean_chars(r["label"]) + (" (ref)" if r.get("reference") else "")
+            if not r.get("available"):
+                body.append([label, f"unavailable: {safe.clean_chars(r.get('reason') or '?')}"])
+                continue
+            body.append([label, *(_cell_text(r, k, fmt, ek) + ("*" if r["label"] in best.get(k, ()) else "")
+                                  for k, _, fmt, _, _, ek in cols)])  # fmt: skip
+        widths = [max(len(row[i]) for row in [header, *body] if len(row) > i and len(row) == len(header))
+                  for i in range(len(header))]  # fmt: skip
+        lines.append("")
+        lines.append(f"{group} (* best):")
+        lines.append("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+        for row in body:
+            if len(row) != len(header):
+                lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+            else:
+                lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    for r in report.rows:
+        flips = report.flips(r["label"]) if not r.get("reference") else []
+        if flips:
+            shown = ", ".join(f"{p}: {safe.clean_chars(a)!r}→{safe.clean_chars(b)!r}" for p, a, b in flips[:8])
+            more = f" (+{len(flips) - 8} more)" if len(flips) > 8 else ""
+            lines.append(f"top-token flips under {safe.clean_chars(r['label'])}: {shown}{more}")
+    for entry in report.answers:
+        lines.append("")
+        lines.append(f"Q: {safe.clean_chars(entry['prompt'])}")
+        for label, a in entry["answers"].items():
+            mark = "" if a["diverges_at"] is None else f"  [differs from token {a['diverges_at']}]"
+            lines.append(f"  {safe.clean_chars(label)}: {safe.clean_chars(a['text'])!r}{mark}")
+    return "\n".join(lines)
+
+
+# ---- HTML ------------------------------------------------------------------------------------------------------------
+
+
+def report_html(report: QuantReport, *, plots: bool = True) -> str:
+    """The report as HTML: table, plots (inline PNG), where the model changes its mind, and the answers."""
+    parts = [f'<div class="kb-quant" style="{_BOX}">',
+             f"<div style='font-weight:600'>{safe.text(_title(report))}</div>",
+             f"<div class='kb-quant-machine' style='{_MUTED}'>{safe.text(_machine_line(report))}</div>",
+             f"<div class='kb-quant-release' style='{_MUTED}'>{safe.text(_release_line(report))}</div>",
+             _table_html(report)]  # fmt: skip
+    if plots and any(r.get("available") for r in report.rows):
+        png = _png_base64(report_figure(report))
+        alt = safe.attr("Weights vs KL divergence and vs decode speed, one point per setting")
+        parts.append(f'<img src="data:image/png;base64,{png}" alt="{alt}" style="max-width:100%;">')
+    parts.append(_strips_html(report))
+    parts.append(_answers_html(report))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _table_html(report: QuantReport) -> str:
+    best = _best(report)
+    head = "".join(f'<th style="{_CELL}">{safe.text(h)}</th>' for _, h, *_ in COLUMNS)
+    rows = []
+    for r in report.rows:
+        title = safe.attr(r.get("description") or "")
+        label = safe.text(r["label"]) + (" <em>(reference)</em>" if r.get("reference") else "")
+        first = f'<td style="{_LEFT}" title="{title}">{label}</td>'
+        if not r.get("available"):
+            reason = safe.text(r.get("reason") or "could not run")
+            rows.append(f'<tr class="kb-quant-unavailable">{first}<td colspan="{len(COLUMNS)}" style="{_LEFT}'
+                        f'{_MUTED}">unavailable: {reason}</td></tr>')  # fmt: skip
+            continue
+        cells = []
+        for key, _, fmt, _, _, err_key in COLUMNS:
+            text = safe.text(_cell_text(r, key, fmt, err_key))
+            if r["label"] in best.get(key, ()):
+                text = f'<strong class="kb-best">{text}</strong>'
+            timed = ' class="kb-quant-timed"' if key in TIMED else ""
+            cells.append(f'<td{timed} style="{_CELL}">{text}</td>')
+        rows.append(f"<tr>{first}{''.join(cells)}</tr>")
+    note = ("<div style='font-size:smaller;opacity:0.7'>Bold: the best of each column (quality: closest to the "
+            "reference). KL: divergence of the next-token distribution from the reference's, in nats, over the "
+            "reference text; Δp: change in the probability of the actual next token, in percentage points.</div>")
+    return (f'<table class="kb-quant-table" style="border-collapse:collapse;margin:6px 0"><thead><tr>'
+            f'<th style="{_LEFT}">setting</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
+
+
+def _kl_level(kl: float) -> float:
+    """0 for KL <= 1e-4 nats, 1 for KL >= 1, logarithmic between."""
+    if not kl > 1e-4:
+        return 0.0
+    return max(0.0, min(1.0, (math.log10(kl) + 4.0) / 4.0))
+
+
+def _tops(top: list) -> str:
+    return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p in top)
+
+
+def _strips_html(report: QuantReport) -> str:
+    """Per setting, the reference text's tokens coloured by KL; hover for both distributions' top tokens."""
+    ref_label = report.reference["label"]
+    ref = report.positions.get(ref_label)
+    if not ref or not report.tokens:
+        return ""
+    out = ["<div style='font-weight:600;margin-top:8px'>Where the distributions differ</div>",
+           "<div style='font-size:smaller;opacity:0.7'>Each token of the reference text, coloured by the KL "
+           "divergence of the prediction <em>of</em> that token (white: below 0.0001 nats; deep red: 1 nat or more); "
+           "underlined: the most probable token flips. Hover for both distributions' top tokens.</div>"]  # fmt: skip
+    for r in report.rows:
+        pos = report.positions.get(r["label"])
+        if r.get("reference") or not pos:
+            continue
+        flipped = {p for p, _, _ in pos["flips"]}
+        spans = [f"<span>{safe.visible(report.tokens[0])}</span>"]
+        for j, kl in enumerate(pos["kl"]):
+            token = report.tokens[j + 1] if j + 1 < len(report.tokens) else ""
+            tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
+                   f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
+            style = f"background:rgba(220,40,40,{_kl_level(kl):.2f})"
+            if j in flipped:
+                style += ";text-decoration:underline 2px;text-underline-offset:3px"
+            spans.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{safe.visible(token)}'
+                         "</span>")  # fmt: skip
+        flips = report.flips(r["label"])
+        flip_list = "; ".join(f"{p}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
+        summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
+        out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div style='white-space:pre-wrap;"
+                   f"font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.7'>"
+                   f"{''.join(spans)}</div><div style='font-size:smaller'>Top token flips (position: reference → "
+                   f"{safe.text(r['label'])}): {flip_list or 'none'}</div></details>")  # fmt: skip
+    return "".join(out)
+
+
+def _answers_html(report: QuantReport) -> str:
+    if not report.answers:
+        return ""
+    out = ["<div style='font-weight:600;margin-top:8px'>Answers (greedy), side by side</div>"]
+    for entry in report.answers:
+        rows = []
+        for label, a in entry["answers"].items():
+            same, first, rest = a["parts"]
+            body = safe.text(same)
+            if first or rest:
+                body += (f'<mark class="kb-diverge" title="first token that differs from the reference\'s">'
+                         f"{safe.visible(first) or '∅'}</mark><span style='{_MUTED}'>{safe.text(rest)}</span>")
+            where = "same as the reference" if a["diverges_at"] is None else f"differs from token {a['diverges_at']}"
+            rows.append(f'<tr><td style="{_LEFT}">{safe.text(label)}</td><td style="{_LEFT}white-space:pre-wrap">'
+                        f'{body}</td><td style="{_LEFT}{_MUTED}">{safe.text(where)}</td></tr>')  # fmt: skip
+        out.append(f"<div style='margin-top:4px'><em>{safe.text(entry['prompt'])}</em></div>"
+                   f"<table style='border-collapse:collapse'>{''.join(rows)}</table>")  # fmt: skip
+    return "".join(out)
+
+
+# ---- the figure ------------------------------------------------------------------------------------------------------
+
+
+def report_figure(report: QuantReport, *, width: float = 9.0, height: float = 3.4) -> Figure:
+    """Weights (MB) against mean KL divergence (quality) and against decode speed, one point per setting.
+
+    Built with ``matplotlib.figure.Figure`` directly (not pyplot), so no figure is left open in pyplot's registry.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    quality, speed = fig.subplots(1, 2)
+    rows = [r for r in report.rows if r.get("available") and r.get("weights_bytes")]
+    for ax, key, ylabel in ((quality, "kld_mean", "mean KL divergence (nats), lower is better"),
+                            (speed, "decode_tok_s", "decode tokens/s, higher is better")):  # fmt: skip
+        for r in rows:
+            y = _num(r.get(key))
+            if y is None:
+                continue
+            x = r["weights_bytes"] / 1e6
+            ax.scatter([x], [y], s=36, zorder=3, marker="*" if r.get("reference") else "o")
+            ax.annotate(safe.clean_chars(r["label"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("weights (MB)")
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+    quality.set_title("memory vs quality", fontsize=10)
+    speed.set_title("memory vs speed", fontsize=10)
+    return fig
+
+
+def _png_base64(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
