@@ -14,7 +14,7 @@ from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 from kani.engines.base import WrapperEngine
 
-from kanibook import _magics
+from kanibook import _magic_views, _magics
 from kanibook.render import safe
 from kanibook.session import ChatSession, set_current_session
 
@@ -244,7 +244,7 @@ class _InterruptAfter:
 
     def __init__(self, monkeypatch, n: int):
         self.n, self.seen = n, []
-        original = _magics._DisplayStream.update
+        original = _magic_views._DisplayStream.update
 
         def update(stream, text):
             self.seen.append(text)
@@ -252,7 +252,7 @@ class _InterruptAfter:
             if len(self.seen) == self.n:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(_magics._DisplayStream, "update", update)
+        monkeypatch.setattr(_magic_views._DisplayStream, "update", update)
 
 
 def test_interrupt_stops_generation_and_keeps_the_partial_reply(no_leaked_threads, ip, session, demo_engine,
@@ -397,7 +397,7 @@ def test_system_without_text_shows_it(ip, session):
 
 def test_reply_view_escapes_hostile_text():
     text = "\n".join(HOSTILE) + "\n[click](javascript:alert(1))"
-    for view in (_magics.ReplyView(text), _magics.ReplyView(text, done=True, stopped=True, error=HOSTILE[0])):
+    for view in (_magic_views.ReplyView(text), _magic_views.ReplyView(text, done=True, stopped=True, error=HOSTILE[0])):
         _assert_inert(view._repr_mimebundle_()["text/html"])
         assert view._repr_mimebundle_()["text/plain"].startswith(text)
 
