@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TokenScores", "score_ids"]
+__all__ = ["TokenScores", "score_ids", "scores_from_logits"]
 
 
 @dataclass
@@ -79,15 +79,24 @@ def _score(model, token_ids, top_k: int, keep_full: bool, model_inputs: dict) ->
     import torch
 
     ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(1, -1)
-    ids_list = ids[0].tolist()
-    scores = TokenScores(token_ids=ids_list)
     if ids.shape[1] < 2:
-        return scores
+        return TokenScores(token_ids=ids[0].tolist())
     device = getattr(model, "device", None) or next(model.parameters()).device
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), **model_inputs).logits[0, :-1]
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        target = ids[0, 1:].to(logp.device)
+    return scores_from_logits(ids[0].tolist(), logits, top_k=top_k, keep_full=keep_full)
+
+
+def scores_from_logits(token_ids: list[int], logits, *, top_k: int = 5, keep_full: bool = False) -> TokenScores:
+    """The scores of ``token_ids`` from the logits that predicted them (``[len - 1, vocab]``, any float dtype, a torch
+    tensor or a numpy array): where a model's logits come from elsewhere than a transformers forward pass (llama.cpp's
+    ``scores``), they are turned into figures here, the same way."""
+    import torch
+
+    scores = TokenScores(token_ids=list(token_ids))
+    with torch.inference_mode():
+        logp = torch.log_softmax(torch.as_tensor(logits).float(), dim=-1)
+        target = torch.as_tensor(token_ids[1:], dtype=torch.long, device=logp.device)
         actual = logp.gather(-1, target[:, None])[:, 0]
         rank = (logp > actual[:, None]).sum(-1)
         entropy = -(logp.exp() * logp).nan_to_num().sum(-1)

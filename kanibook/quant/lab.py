@@ -24,11 +24,13 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..exceptions import KanibookError
 from .settings import Setting, resolve_settings
 from .answers import answer_table, token_texts, top_tokens
+from .native import NativeGGUF, gguf_source, is_native, load_native, native_footprint, native_scores
 from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
 
 __all__ = ["compare_quantization", "release_memory", "memory_now"]
@@ -106,7 +108,7 @@ class _Lab:
 
                 require("bitsandbytes", "quant", f"The {setting.label!r} setting")
             engine, row["load_s"] = _timed(self._load, setting)
-            row.update(_footprint(engine.model))
+            row.update(native_footprint(engine) if is_native(setting) else _footprint(engine.model))
             bar.update(1)
             bar.set_description(f"{setting.label}: quality")
             (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
@@ -136,6 +138,8 @@ class _Lab:
     def _load(self, setting: Setting):
         from ..engine import load
 
+        if is_native(setting):
+            return load_native(replace(setting, quant=NativeGGUF(gguf_source(self.path))))
         engine = load(self.path, quant=setting.quant, quant_compute_dtype=self.compute_dtype, device=self.device)
         if self.tokenizer is None:
             self.tokenizer = engine.tokenizer
@@ -148,7 +152,10 @@ class _Lab:
         ids = self.tokenizer(self.text)["input_ids"]
         if len(ids) < 2:
             raise KanibookError("The reference text is too short: give it at least two tokens.")
-        scores = score_ids(engine.model, ids, top_k=3, keep_full=True)
+        if is_native(setting):
+            scores = native_scores(engine, ids, top_k=3, keep_full=True)
+        else:
+            scores = score_ids(engine.model, ids, top_k=3, keep_full=True)
         if setting.reference:
             self.reference = scores
         quality = compare_scores(self.reference, scores)
@@ -166,7 +173,10 @@ class _Lab:
                 if not isinstance(item, str):
                     completion = item
             stats = completion.stats
-            return {"prompt": prompt, "text": completion.message.text or "", "token_ids": completion.token_ids,
+            token_ids = getattr(completion, "token_ids", None)
+            if token_ids is None:  # an engine that does not report its ids (llama.cpp): the same tokenizer's reading
+                token_ids = self.tokenizer(completion.message.text or "", add_special_tokens=False)["input_ids"]
+            return {"prompt": prompt, "text": completion.message.text or "", "token_ids": token_ids,
                     "stats": stats.as_dict()}  # fmt: skip
 
         return [_run_coroutine(one(p)) for p in self.prompts]

@@ -39,7 +39,9 @@ class Setting:
 
     @property
     def needs_bitsandbytes(self) -> bool:
-        return self.preset in _BNB or not isinstance(self.quant, str)
+        from .native import is_native
+
+        return not is_native(self) and (self.preset in _BNB or not isinstance(self.quant, str))
 
 
 def setting_names() -> tuple[str, ...]:
@@ -103,9 +105,16 @@ def _one(item: Any, ref: str) -> Setting:
 
 
 def _preset_setting(name: str, label: str, ref: str) -> Setting:
+    from .native import NATIVE_NAMES, NativeGGUF
+
     key = name.strip().lower()
+    if key in NATIVE_NAMES:  # the model's own GGUF file run by llama.cpp; the lab fills in the file
+        return Setting(label if label != name else "gguf (llama.cpp)", NativeGGUF(None), None,
+                       "the model's own GGUF file, run natively by llama.cpp")  # fmt: skip
     if key not in PRESETS:
-        raise KanibookError(f"Unknown setting {name!r}: use one of {', '.join(PRESETS)}, or a BitsAndBytesConfig.")
+        raise KanibookError(
+            f"Unknown setting {name!r}: use one of {', '.join(PRESETS)}, gguf, or a BitsAndBytesConfig."
+        )
     description = PRESETS[key] + (" (the reference)" if key == ref else "")
     return Setting(label if label != name else key, key, key, description, reference=key == ref)
 

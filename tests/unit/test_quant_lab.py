@@ -320,3 +320,29 @@ def test_a_comparison_on_cuda(tmp_path):
     weights = r.reference["weights_bytes"]
     assert all(row["memory_after_release_bytes"] - r.start_memory_bytes < 0.1 * weights for row in r.rows)
     assert r.machine["device"] == "GPU" and r.machine["gpu"]
+
+
+def test_the_native_gguf_row_runs_the_models_own_file_in_llama_cpp(demo_model_dir):
+    """llama.cpp's Q4_1 (the file the embedded model came from) beside bitsandbytes, on the same reference text."""
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install 'kanibook[llamacpp]')")
+    import kanibook
+    from kanibook.demo_model import demo_gguf_path
+
+    report = kanibook.compare_quantization(demo_model_dir, "fp32,gguf", prompts=PROMPTS[:1], max_new_tokens=6,
+                                           progress=False)  # fmt: skip
+    ref, native = report.reference, report.row("gguf (llama.cpp)")
+    assert native["available"] and native["reason"] is None, native["reason"]
+    assert native["weights_bytes"] == demo_gguf_path().stat().st_size < 0.25 * ref["weights_bytes"]
+    # the "fp32" reference is this very file dequantized: llama.cpp's own arithmetic differs only a little
+    assert 0 < native["kld_mean"] < 0.05 and native["ppl"] == pytest.approx(ref["ppl"], rel=0.05)
+    assert native["same_top_pct"] > 85 and native["decode_tok_s"] > 0
+    assert len(report.answers[0]["answers"]["gguf (llama.cpp)"]["token_ids"]) > 0
+
+
+def test_the_native_row_of_a_model_without_a_gguf_file_says_why(tiny_llama2_dir):
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python")
+    import kanibook
+
+    report = kanibook.compare_quantization(tiny_llama2_dir, "fp32,gguf", prompts=PROMPTS[:1], max_new_tokens=2,
+                                           reference_text="Hello world! How are you today?", progress=False)  # fmt: skip
+    assert "no GGUF file for this model" in report.row("gguf (llama.cpp)")["reason"]
