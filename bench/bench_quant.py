@@ -2,8 +2,8 @@
 
 Runs ``kanibook.compare_quantization()`` once (every setting this machine runs; ``--quick``: fp32, bf16 and nf4
 with one short answer) and prints the total time (target: under 3 minutes on a 2-core CPU), each setting's load,
-quality pass and answers with their share of the total, and each setting's time as a ratio to the reference (fp32
-on a CPU), measured in the same run. The table of the comparison itself follows, with the machine.
+quality pass and answers with their share of the total, and each setting's time and weight bytes as ratios to the
+reference (fp32 on a CPU), measured in the same run, as figures of ``make bench``'s one table. The table of the comparison itself follows, with the machine.
 
 Usage: python bench/bench_quant.py [--quick] [--save report.json]
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
+
+from _common import figure
 
 import kanibook
 
@@ -41,6 +43,17 @@ def main() -> None:
               f"{sum(parts) / total:6.1%} {sum(parts) / base:6.2f}{status}")  # fmt: skip
     print(f"{'lab itself':>10} {'':7} {'':9} {'':9} {total - accounted:7.1f} {(total - accounted) / total:6.1%}"
           "   (imports, estimates, releasing memory between settings)")
+    figure("quantization lab, whole comparison", total, unit="s", target=180, higher_is_better=False)
+    ref_weights = report.reference.get("weights_bytes")
+    for row in report.rows:
+        if not row["available"] or row["reference"]:
+            continue
+        spent = sum(row.get(k) or 0.0 for k in steps)
+        figure(f"lab {row['label']}: time of load + quality + answers", spent, base, unit="s",
+               baseline_name="fp32 reference, same run", higher_is_better=False)  # fmt: skip
+        if ref_weights and row.get("weights_bytes"):
+            figure(f"lab {row['label']}: weight bytes", row["weights_bytes"], ref_weights, unit="B",
+                   baseline_name="fp32 reference, same run", higher_is_better=False)  # fmt: skip
     print()
     print(report)
     if args.save:

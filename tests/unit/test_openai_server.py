@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 
-from kanibook import _magics
+from kanibook import _magic_views, _magics
 from kanibook.openai_compat import CharEstimateCounter, HFTokenCounter, openai_engine
 from kanibook.render import safe
 from kanibook.session import ChatSession, set_current_session
@@ -156,7 +156,7 @@ def test_interrupt_cancels_the_server_stream_and_keeps_the_partial_reply(ip, eng
     session = ChatSession(engine)
     previous = set_current_session(session)
     seen = []
-    original = _magics._DisplayStream.update
+    original = _magic_views._DisplayStream.update
 
     def update(stream, text):
         seen.append(text)
@@ -164,7 +164,7 @@ def test_interrupt_cancels_the_server_stream_and_keeps_the_partial_reply(ip, eng
         if len(seen) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_magics._DisplayStream, "update", update)
+    monkeypatch.setattr(_magic_views._DisplayStream, "update", update)
     try:
         with capture_output() as captured:
             ip.run_cell_magic("chat", "--max-new-tokens 200 --temperature 0", STORY)
