@@ -14,6 +14,9 @@ What it mends in kani 1.10's ``OpenAIEngine`` for local servers:
   ``%%chat``, ``asyncio.run`` in a script): the OpenAI client's connection pool belongs to the loop that first used it,
   so each loop gets its own client.
 - The model id defaults to the one the server serves (``GET /v1/models``); no API key is needed.
+- ``probabilities=True`` (as with :func:`kanibook.load`'s engines) asks the server for ``logprobs`` and records them
+  live, token by token (:mod:`kanibook.probs.api`); a server that ignores the request leaves the reply with a note
+  instead, and the engine stops claiming ``supports_probabilities``.
 """
 
 from __future__ import annotations
@@ -134,8 +137,12 @@ def _make_engine_class():
             generation hyperparameters such as ``max_tokens`` and ``temperature``).
         """
 
+        supports_probabilities = True  # until a server answers a request for logprobs without them
+
         def __init__(self, *, counter: HFTokenCounter | CharEstimateCounter | None = None, **kwargs: Any):
             self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+            self._taps: dict = {}  # task -> what sees each streamed chunk (probabilities)
+            self.last_probs = None
             self._base_client = None
             self._base_taken = False
             self.counter = counter or CharEstimateCounter()
@@ -160,7 +167,8 @@ def _make_engine_class():
 
                     client = self._base_client.copy(http_client=DefaultAsyncHttpxClient())
                 self._clients[loop] = client
-            return client
+            tap = self._taps.get(asyncio.current_task())
+            return client if tap is None else _TappedClient(client, tap)
 
         @client.setter
         def client(self, value) -> None:
@@ -171,6 +179,45 @@ def _make_engine_class():
             client = self._clients.pop(asyncio.get_running_loop(), None)
             if client is not None:
                 await client.close()
+
+        # ---- probabilities from the server's logprobs ----
+
+        async def stream(self, messages, functions=None, **hyperparams):
+            """kani's stream; ``probabilities=True`` (or a top-k count) records the server's logprobs live."""
+            from .probs.api import MAX_TOP_LOGPROBS, LogprobsCollector
+            from .probs.record import ReplyProbs, remember, top_k_of
+
+            top_k = min(top_k_of(hyperparams.pop("probabilities", None)), MAX_TOP_LOGPROBS)
+            if not top_k:
+                async for item in super().stream(messages, functions, **hyperparams):
+                    yield item
+                return
+            kept = {k: v for k, v in hyperparams.items() if isinstance(v, (int, float, bool, str)) or v is None}
+            self.last_probs = probs = ReplyProbs(top_k=top_k, source="api", hyperparams=kept)
+            collector = LogprobsCollector(probs)
+            task = asyncio.current_task()
+            self._taps[task] = collector
+            try:
+                async for item in super().stream(messages, functions, logprobs=True, top_logprobs=top_k, **hyperparams):
+                    if not isinstance(item, str):
+                        collector.finish()
+                        if not collector.served:
+                            self.supports_probabilities = False
+                        remember(item.message, probs)
+                        item.probs = probs
+                    yield item
+            finally:
+                self._taps.pop(task, None)
+
+        async def predict(self, messages, functions=None, **hyperparams):
+            if not hyperparams.get("probabilities"):
+                hyperparams.pop("probabilities", None)
+                return await super().predict(messages, functions, **hyperparams)
+            completion = None
+            async for item in self.stream(messages, functions, **hyperparams):
+                if not isinstance(item, str):
+                    completion = item
+            return completion
 
         # ---- token counting without tiktoken ----
 
@@ -185,6 +232,37 @@ def _make_engine_class():
 
     LocalOpenAIEngine.__module__ = __name__
     return LocalOpenAIEngine
+
+
+class _TappedClient:
+    """An OpenAI client whose streamed chat completions show each chunk to ``tap`` on its way to kani."""
+
+    def __init__(self, client, tap):
+        self._client, self._tap = client, tap
+
+    @property
+    def chat(self):  # kani calls client.chat.completions.create(...)
+        return self
+
+    @property
+    def completions(self):
+        return self
+
+    async def create(self, **kwargs):
+        stream = await self._client.chat.completions.create(**kwargs)
+        return _tapped(stream, self._tap) if kwargs.get("stream") else stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+
+async def _tapped(stream, tap):
+    try:
+        async for chunk in stream:
+            tap(chunk)
+            yield chunk
+    finally:
+        await stream.close()  # a stopped reply also ends the server's generation
 
 
 def openai_engine(

@@ -53,7 +53,7 @@ class Distribution:
 
     :param prob: The probability of the token that was chosen.
     :param rank: 0 if that token was the most probable, 1 if second, ...
-    :param entropy: The distribution's entropy (nats): 0 when certain.
+    :param entropy: The distribution's entropy (nats): 0 when certain; nan where unknown (a server's top-k).
     :param top: The most probable tokens, most probable first.
     """
 
@@ -72,7 +72,7 @@ class TokenProb:
     """One token of a reply (or of a scored text) and what the model considered there.
 
     :param index: The token's position in the reply (0 = first generated token).
-    :param token_id: The token's id.
+    :param token_id: The token's id (-1 where a server's logprobs did not say).
     :param text: The text this token added (concatenated, the tokens give the reply's text; "" for the first
         bytes of a character split over several tokens).
     :param raw: The model's own distribution at this step.
@@ -103,6 +103,13 @@ class TokenProb:
     def alternatives(self) -> tuple[Alternative, ...]:
         """The raw top-k (the chosen token among them when it was in the top-k)."""
         return self.raw.top
+
+    @property
+    def best_other(self) -> Alternative | None:
+        """The most probable alternative that is not the chosen token (by id; by text where ids are unknown)."""
+        if self.token_id >= 0:
+            return next((a for a in self.raw.top if a.token_id != self.token_id), None)
+        return next((a for a in self.raw.top if a.text != self.text), None)
 
 
 @dataclass

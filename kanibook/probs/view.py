@@ -33,7 +33,7 @@ def _plain_token(t: TokenProb) -> str:
 def _least_lines(tokens) -> list[str]:
     lines = []
     for t in tokens:
-        best = next((a for a in t.raw.top if a.token_id != t.token_id), None)
+        best = t.best_other
         other = f"  best other {render._quoted(best.text)} {render._pct(best.prob)}" if best else ""
         lines.append(f"  #{t.index} {render._quoted(t.text)} {render._pct(t.raw.prob)}{other}")
     return lines

@@ -9,6 +9,7 @@ distribution actually sampled from. No script, no external resources.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from . import safe
@@ -65,14 +66,16 @@ def _quoted(text: str) -> str:
 
 
 def _dist_lines(label: str, dist) -> list[str]:
-    lines = [f"{label}: {_pct(dist.prob)}, rank {dist.rank + 1}, entropy {dist.entropy:.2f} nats"]
+    entropy = "" if math.isnan(dist.entropy) else f", entropy {dist.entropy:.2f} nats"
+    lines = [f"{label}: {_pct(dist.prob)}, rank {dist.rank + 1}{entropy}"]
     lines += [f"  {_quoted(a.text)}  {_pct(a.prob)}" for a in dist.top]
     return lines
 
 
 def tooltip(token) -> str:
     """The hover text of a token (plain text; escaped by the caller with :func:`safe.attr`)."""
-    lines = [f"#{token.index} {_quoted(token.text)} (id {token.token_id})"]
+    known = f" (id {token.token_id})" if token.token_id >= 0 else ""
+    lines = [f"#{token.index} {_quoted(token.text)}{known}"]
     lines += _dist_lines("model", token.raw)
     if token.sampled is not None:
         lines += _dist_lines("sampled from", token.sampled)
@@ -102,7 +105,7 @@ def least_confident_html(tokens: Sequence) -> str:
         return ""
     rows = []
     for t in tokens:
-        best = next((a for a in t.raw.top if a.token_id != t.token_id), None)
+        best = t.best_other
         pref = f"{_quoted(best.text)} {_pct(best.prob)}" if best else ""
         rows.append(
             f"<tr><td>{int(t.index)}</td><td class='kb-mono'>{safe.text(_quoted(t.text))}</td>"

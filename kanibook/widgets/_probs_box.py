@@ -64,9 +64,8 @@ class ProbsBox:
         if self.token.value is None:
             return
         token = self.probs.tokens[self.token.value]
-        options = [
-            (f"{_short(a.text)} {render._pct(a.prob)}", k) for k, a in enumerate(token.raw.top) if a.token_id != token.token_id
-        ]
+        options = [(f"{_short(a.text)} {render._pct(a.prob)}", k)
+                   for k, a in enumerate(token.raw.top) if a.token_id != token.token_id]  # fmt: skip
         self.alternative.options = options
         self.alternative.value = options[0][1] if options else None
         self.what_if.disabled = not options

@@ -334,6 +334,10 @@ class ChatPanel(PanelProbs, PanelConversation, PanelWidgets):
 
         message = ChatMessage.assistant(view.text.strip())
         transcript.mark_stopped(message)
+        if view.probs_box is not None:  # what was recorded up to the Stop stays with the reply
+            from ..probs.record import remember
+
+            remember(message, view.probs_box.probs)
         await self.kani.add_to_history(message)
         view.finish(message, stopped=True)
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +16,13 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 
+import kanibook
 from kanibook import _magic_views, _magics
 from kanibook.openai_compat import CharEstimateCounter, HFTokenCounter, openai_engine
 from kanibook.render import safe
 from kanibook.session import ChatSession, set_current_session
+
+from _servers import free_port, running  # tests/unit/_servers.py
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -30,47 +30,15 @@ QUESTION = "What is the capital of France?"
 STORY = "Write a long story about a dragon who learns to bake bread."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo_model_dir, tmp_path_factory):
     """``transformers serve`` on a free loopback port; yields the API root. Stopped however the tests end."""
-    import httpx
-
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    port = free_port()
     cli = Path(sys.executable).with_name("transformers")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), str(demo_model_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not ready in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    command = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), str(demo_model_dir)]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with running("transformers serve", command, f"http://127.0.0.1:{port}/health", log):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -196,7 +164,7 @@ def test_kani_load_with_api_base(ip, server, demo_model_dir):
         with pytest.raises(UsageError, match="the server's business"):
             ip.run_line_magic("kani", f"load --api-base {server} --quant nf4")
         with pytest.raises(UsageError, match="is the server running"):
-            ip.run_line_magic("kani", f"load --api-base http://127.0.0.1:{_free_port()}/v1")
+            ip.run_line_magic("kani", f"load --api-base http://127.0.0.1:{free_port()}/v1")
     finally:
         session.close()
         set_current_session(previous)
@@ -229,3 +197,27 @@ def test_server_engine_closes_per_loop(engine):
 
     asyncio.run(use_and_close())
     asyncio.run(use_and_close())  # a closed client belonged to the old loop only
+
+
+def test_a_server_without_logprobs_gets_a_note_then_not_available(ip, server, demo_model_dir, run_async):
+    """``transformers serve`` ignores ``logprobs``: the reply streams as ever, says why it has no probabilities, and
+    from then on the engine says "not available" instead of asking again."""
+    from kanibook.probs.api import NO_LOGPROBS
+
+    engine = openai_engine(server, tokenizer=demo_model_dir, temperature=0)
+    ai = Kani(engine)
+    reply = run_async(ai.chat_round_str(QUESTION, max_tokens=8, probabilities=True))
+    assert reply and engine.supports_probabilities is False
+    view = kanibook.show_reply(ai)
+    assert len(view.probs) == 0 and view.probs.note == NO_LOGPROBS
+    assert NO_LOGPROBS in view._repr_mimebundle_()["text/html"]
+    session = ChatSession(engine)
+    previous = set_current_session(session)
+    try:
+        with capture_output() as captured:
+            ip.run_cell_magic("chat", "--probs --max-new-tokens 8", "Hi")
+    finally:
+        set_current_session(previous)
+        session.close()
+    assert captured.stdout.strip().splitlines()[-1] == "probabilities: not available for this engine"
+    assert session.history[-1].text

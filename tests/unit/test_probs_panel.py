@@ -123,9 +123,10 @@ def test_chat_magic_probs_on_an_engine_without_them_says_so(ip):
     assert session.history[-1].text == "plain reply"
 
 
-def test_openai_engine_does_not_claim_probabilities():
-    """kanibook's OpenAI-compatible engine takes the "not available" path (it does not request logprobs yet)."""
+def test_openai_engine_asks_for_logprobs_until_a_server_ignores_them():
+    """kanibook's OpenAI-compatible engine claims probabilities until a server answers without logprobs (servers
+    that send them: test_openai_logprobs.py; one that does not: test_openai_server.py)."""
     from kanibook.openai_compat import openai_engine
 
     engine = openai_engine("http://127.0.0.1:9/v1", "m", max_context_size=512)  # no request is made
-    assert getattr(engine, "supports_probabilities", False) is False
+    assert engine.supports_probabilities is True
