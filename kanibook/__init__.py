@@ -6,10 +6,10 @@ bitsandbytes are imported on first real use, not here.
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_names
 from .exceptions import KanibookError
 
 __version__ = "0.1.0"
@@ -66,13 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .widgets.chat_panel import chat
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kanibook' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

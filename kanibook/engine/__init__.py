@@ -12,8 +12,9 @@ The public names are imported on first use, so ``kanibook.engine._model_thread``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 __all__ = ["KanibookCompletion", "KanibookEngine", "TurnStats", "load"]
 
@@ -29,10 +30,4 @@ if TYPE_CHECKING:
     from ._huggingface import KanibookCompletion, KanibookEngine, load
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kanibook.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY, globals())

@@ -12,8 +12,9 @@ Only the presets are imported here; the lab's names are imported on first use (n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 from .presets import PRESETS, load_kwargs_for
 
@@ -32,10 +33,4 @@ if TYPE_CHECKING:
     from .report import QuantReport
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kanibook.quant' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY, globals())

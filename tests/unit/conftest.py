@@ -284,6 +284,16 @@ def tiny_qwen2_audio_dir(tmp_path_factory) -> Path:
     return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny-qwen2-audio"))
 
 
+@pytest.fixture(scope="module")
+def llava_engine(tiny_llava_dir):
+    """The tiny LLaVA loaded by kanibook (once per test module)."""
+    from transformers import AutoModelForImageTextToText
+
+    import kanibook
+
+    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
+
+
 @pytest.fixture
 def html_audit():
     """A checker for HTML that shows untrusted text: returns the problems found (an empty list when safe).

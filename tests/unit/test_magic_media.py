@@ -20,13 +20,6 @@ from _media_checks import Recorder, decode_png, media_audit  # noqa: E402  (test
 
 
 @pytest.fixture(scope="module")
-def llava_engine(tiny_llava_dir):
-    from transformers import AutoModelForImageTextToText
-
-    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
-
-
-@pytest.fixture(scope="module")
 def audio_engine(tiny_qwen2_audio_dir):
     from transformers import AutoModelForMultimodalLM
 

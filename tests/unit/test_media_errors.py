@@ -17,13 +17,6 @@ from kanibook.media import user_parts  # noqa: E402
 from _media_checks import Recorder  # noqa: E402  (tests/unit/_media_checks.py)
 
 
-@pytest.fixture(scope="module")
-def llava_engine(tiny_llava_dir):
-    from transformers import AutoModelForImageTextToText
-
-    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
-
-
 @pytest.fixture
 def text_session(demo_engine):
     session = kanibook.ChatSession(demo_engine)

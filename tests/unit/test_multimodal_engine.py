@@ -24,13 +24,6 @@ from _media_checks import Recorder  # noqa: E402  (tests/unit/_media_checks.py)
 
 
 @pytest.fixture(scope="module")
-def llava_engine(tiny_llava_dir):
-    from transformers import AutoModelForImageTextToText
-
-    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
-
-
-@pytest.fixture(scope="module")
 def gemma3_engine(tiny_gemma3_dir):
     return kanibook.load(tiny_gemma3_dir)
 

@@ -23,13 +23,6 @@ from kanibook.media import user_message  # noqa: E402
 from _media_checks import Recorder, decode_png, media_audit  # noqa: E402  (tests/unit/_media_checks.py)
 
 
-@pytest.fixture(scope="module")
-def llava_engine(tiny_llava_dir):
-    from transformers import AutoModelForImageTextToText
-
-    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
-
-
 def png(colour, size=(28, 28)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="PNG")

@@ -13,13 +13,6 @@ pytest.importorskip(
 )
 
 
-@pytest.fixture(scope="module")
-def llava_engine(tiny_llava_dir):
-    from transformers import AutoModelForImageTextToText
-
-    return kanibook.load(tiny_llava_dir, model_cls=AutoModelForImageTextToText)
-
-
 def image(colour: str):
     from kani.ext.multimodal_core import ImagePart
     from PIL import Image
