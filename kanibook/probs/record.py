@@ -310,17 +310,22 @@ class ProbRecorder:
 
 def _stats_numpy(v: np.ndarray, token_id: int, k: int) -> tuple[float, int, float, list[int], list[float]]:
     """Probability and rank of ``token_id``, entropy, and the top-k of ``softmax(v)`` (v: fp32 logits, -inf allowed)."""
+    chosen = float(v[token_id])
+    ids = None
+    if not np.isfinite(v).all():  # top-p / top-k left few candidates: work on those alone
+        ids = np.flatnonzero(v > -np.inf)
+        v = v[ids]
     m = float(v.max())
     e = np.exp(v - m)
     z = float(e.sum())
     lse = m + math.log(z)
-    chosen = float(v[token_id])
-    finite = np.where(e > 0, v, 0.0) if not np.isfinite(v).all() else v
-    entropy = lse - float(np.dot(e, finite)) / z
+    entropy = lse - float(np.dot(e, v)) / z
     k = min(k, v.shape[-1])
     top = np.argpartition(v, -k)[-k:]
     top = top[np.argsort(-v[top], kind="stable")]
-    return math.exp(chosen - lse), int((v > chosen).sum()), entropy, top.tolist(), np.exp(v[top] - lse).tolist()
+    probs = np.exp(v[top] - lse).tolist()
+    top_ids = (ids[top] if ids is not None else top).tolist()
+    return math.exp(chosen - lse), int((v > chosen).sum()), entropy, top_ids, probs
 
 
 def _stats_torch(logits, token_id: int, k: int) -> tuple[float, int, float, list[int], list[float]]:
