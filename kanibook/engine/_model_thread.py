@@ -24,6 +24,7 @@ Elsewhere (LLVM's libomp, Intel's libiomp5, no torch loaded) :func:`release_cpu_
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import ctypes
 import queue
@@ -131,9 +132,19 @@ class ModelThread:
                 self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
                 self._thread.start()
 
+    def close(self, timeout: float = 5.0) -> None:
+        """End the thread after the jobs already queued (at interpreter exit: no torch call is cut off by it)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and not self.in_thread():
+            self._jobs.put(None)
+            thread.join(timeout)
+
     def _serve(self) -> None:
         while True:
-            future, fn, args, kwargs = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args, kwargs = job
             if not future.set_running_or_notify_cancel():
                 continue
             self._busy.set()
@@ -143,7 +154,7 @@ class ModelThread:
             _settle(future, outcome)
             # drop the finished job before waiting for the next: its arguments (a model, a generation holding one)
             # would otherwise stay alive in this frame, and a model deleted by its owner would never be freed
-            del future, fn, args, kwargs, outcome
+            del job, future, fn, args, kwargs, outcome
 
 
 def _call(fn, args, kwargs) -> tuple[bool, Any]:
@@ -162,6 +173,7 @@ def _settle(future: concurrent.futures.Future, outcome: tuple[bool, Any]) -> Non
 
 
 _MODEL_THREAD = ModelThread()
+atexit.register(_MODEL_THREAD.close)  # before finalization: a daemon thread inside torch there can abort the process
 
 
 def model_thread() -> ModelThread:
