@@ -291,7 +291,7 @@ def test_gauge_updates_while_a_reply_streams_and_stops_cleanly(demo_engine, run_
     assert pieces >= 30
     assert not gauge.running and others == []  # the sampling task has ended
     assert gauge.samples - samples0 >= 5, gauge.samples
-    assert gauge.updates - updates0 >= 3, gauge.updates
+    assert gauge.updates - updates0 >= 2, gauge.updates  # the rise and the fall (RSS may be steady otherwise)
     assert seen_during[-1] > seen_during[0]  # samples were taken while tokens were still arriving
     assert gauge.peak - baseline > 150 * 2**20  # the allocation made mid-reply was seen
     assert "process RSS" in gauge._label.value and "peak" in gauge._label.value
