@@ -35,7 +35,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_probs.py": ["--quick"],
     "bench_quant.py": ["--quick"],
     "bench_render.py": ["--tokens", "500", "--repeats", "2"],
-    "bench_threads.py": ["--tokens", "8", "--alternations", "1", "--copy-mb", "64"],
+    "bench_threads.py": ["--tokens", "8", "--alternations", "1", "--repeats", "1", "--copy-mb", "64"],
 }
 
 
