@@ -1,7 +1,7 @@
 """Benchmark (not a test): the quantization lab's default comparison on the embedded model, with each setting's share.
 
-Runs ``kanibook.compare_quantization()`` once (every setting this machine runs; ``--quick``: fp32, bf16 and nf4
-with one short answer) and prints the total time (target: under 3 minutes on a 2-core CPU), each setting's load,
+Runs ``kanibook.compare_quantization()`` once (every setting a CPU runs, and the embedded model's own GGUF run by
+llama.cpp where llama-cpp-python is installed; ``--quick``: fp32, bf16 and nf4 with one short answer) and prints the total time (target: under 3 minutes on a 2-core CPU), each setting's load,
 quality pass and answers with their share of the total, and each setting's time and weight bytes as ratios to the
 reference (fp32 on a CPU), measured in the same run, as figures of ``make bench``'s one table. The table of the comparison itself follows, with the machine.
 
@@ -11,11 +11,13 @@ Usage: python bench/bench_quant.py [--quick] [--save report.json]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 from _common import figure
 
 import kanibook
+from kanibook.quant.settings import default_settings
 
 
 def main() -> None:
@@ -23,8 +25,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fp32, bf16 and nf4, one prompt of 8 tokens")
     parser.add_argument("--save", help="also save the report as JSON here")
     args = parser.parse_args()
-    kwargs = {"settings": "fp32,bf16,nf4", "prompts": ["What is the capital of France?"], "max_new_tokens": 8} \
-        if args.quick else {}  # fmt: skip
+    if args.quick:
+        kwargs = {"settings": "fp32,bf16,nf4", "prompts": ["What is the capital of France?"], "max_new_tokens": 8}
+    else:  # every preset, and the model's own GGUF run by llama.cpp where it is installed: the choice people face
+        native = ["gguf"] if importlib.util.find_spec("llama_cpp") else []
+        import torch
+
+        kwargs = {"settings": [*default_settings("cuda" if torch.cuda.is_available() else "cpu"), *native]}
     kanibook.demo_model_path(progress=False)  # built once, outside the timing
     start = time.perf_counter()
     report = kanibook.compare_quantization(progress=False, **kwargs)

@@ -13,7 +13,7 @@ notebook cell calls it, measured throughout the same process. Each streamed figu
 3. *after a panel round*: after one round of the chat panel on the same engine;
 4. *alternating*: bare generate and stream alternately, 5 times (every stream follows main-thread torch work).
 
-Orders 1 to 3 run 3 times each (``--repeats``; 2 and 3 alternate). Each figure is the best stream of its order against the best bare
+Orders 1 to 3 run 5 times each (``--repeats``; 2 and 3 alternate). Each figure is the best stream of its order against the best bare
 generate: best of N on both sides, since a shared 2-core machine only ever makes a run slower, never faster.
 
 For contrast, the same stream with kanibook's OpenMP pool release switched off (what every stream did before the
@@ -101,7 +101,8 @@ async def run(args) -> None:
     base = max(bare)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), demo model fp32, greedy, {n} tokens; baseline: best of {len(bare)} "
-          "bare generate on the main thread")  # fmt: skip
+          f"bare generate on the main thread ({min(bare):.2f}-{max(bare):.2f} tok/s: how much this machine's speed "
+          "varies within one run)")  # fmt: skip
     for order, values in streamed.items():
         label = f"stream tok/s, {order}" + (f" (best of {len(values)})" if len(values) > 1 else "")
         figure(label, max(values), base, unit="tok/s", baseline_name="bare generate, main thread", target=TARGET)
@@ -121,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--alternations", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3, help="streams of each of the first three orders")
+    parser.add_argument("--repeats", type=int, default=5, help="streams of each of the first three orders")
     parser.add_argument("--copy-mb", type=int, default=512, help="size of the bandwidth copy (default 512 MB)")
     asyncio.run(run(parser.parse_args()))
 
