@@ -24,7 +24,6 @@ template:
 
 from __future__ import annotations
 
-import re
 
 from .regions import Region, find_regions, strings
 

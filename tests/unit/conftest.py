@@ -353,6 +353,24 @@ def ip():
 
 
 @pytest.fixture
+def current():
+    """Makes a session over any engine the notebook's current one (``current(engine)``); all are closed after."""
+    from kanibook.session import ChatSession, set_current_session
+
+    sessions = []
+
+    def make(engine):
+        s = ChatSession(engine)
+        sessions.append((s, set_current_session(s)))
+        return s
+
+    yield make
+    for s, previous in reversed(sessions):
+        s.close()
+        set_current_session(previous)
+
+
+@pytest.fixture
 def session(demo_engine):
     """A fresh current session over the shared demo engine (not owned: closing it leaves the engine alone)."""
     from kanibook.session import ChatSession, set_current_session

@@ -14,7 +14,6 @@ from PIL import Image  # noqa: E402
 import kanibook  # noqa: E402
 from kanibook.media import as_part  # noqa: E402
 from kanibook.media.view import MediaView  # noqa: E402
-from kanibook.session import ChatSession, set_current_session  # noqa: E402
 
 from _media_checks import Recorder, decode_png, media_audit  # noqa: E402  (tests/unit/_media_checks.py)
 
@@ -24,22 +23,6 @@ def audio_engine(tiny_qwen2_audio_dir):
     from transformers import AutoModelForMultimodalLM
 
     return kanibook.load(tiny_qwen2_audio_dir, model_cls=AutoModelForMultimodalLM, audio_sr=16000)
-
-
-@pytest.fixture
-def current():
-    """A current session over the engine named by the test's parameter."""
-    sessions = []
-
-    def make(engine):
-        s = ChatSession(engine)
-        sessions.append((s, set_current_session(s)))
-        return s
-
-    yield make
-    for s, previous in reversed(sessions):
-        s.close()
-        set_current_session(previous)
 
 
 def chat(ip, line, cell):

@@ -18,7 +18,6 @@ from kanibook.openai_compat import openai_engine
 from kanibook.probs.api import LogprobsCollector
 from kanibook.probs.record import ReplyProbs
 from kanibook.render import probs as render_probs
-from kanibook.session import ChatSession, set_current_session
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
@@ -81,7 +80,7 @@ def test_a_plain_round_records_them_too(engine, run_async):
     assert probs.text.strip() == ai.chat_history[-1].text
 
 
-def test_the_panel_and_chat_magic_show_them_and_branches_refuse_in_one_line(engine, run_async, ip):
+def test_the_panel_and_chat_magic_show_them_and_branches_refuse_in_one_line(engine, run_async, ip, current):
     async def panel_round():
         panel = kanibook.chat(engine, max_new_tokens=16)
         panel.probabilities = True
@@ -97,14 +96,9 @@ def test_the_panel_and_chat_magic_show_them_and_branches_refuse_in_one_line(engi
     with pytest.raises(kanibook.KanibookError, match="need a kanibook engine"):
         panel.branch(-1, 0, 1)
 
-    session = ChatSession(engine)
-    previous = set_current_session(session)
-    try:
-        with capture_output() as captured:
-            ip.run_cell_magic("chat", "--probs --max-new-tokens 8", "Hi")
-    finally:
-        set_current_session(previous)
-        session.close()
+    current(engine)
+    with capture_output() as captured:
+        ip.run_cell_magic("chat", "--probs --max-new-tokens 8", "Hi")
     views = [o.data["text/html"] for o in captured.outputs if "kb-probs" in o.data.get("text/html", "")]
     assert views and "kb-tok" in views[-1]
     assert "not available" not in captured.stdout

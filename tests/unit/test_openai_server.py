@@ -17,7 +17,7 @@ from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 
 import kanibook
-from kanibook import _magic_views, _magics
+from kanibook import _magic_views
 from kanibook.openai_compat import CharEstimateCounter, HFTokenCounter, openai_engine
 from kanibook.render import safe
 from kanibook.session import ChatSession, set_current_session
@@ -199,7 +199,7 @@ def test_server_engine_closes_per_loop(engine):
     asyncio.run(use_and_close())  # a closed client belonged to the old loop only
 
 
-def test_a_server_without_logprobs_gets_a_note_then_not_available(ip, server, demo_model_dir, run_async):
+def test_a_server_without_logprobs_gets_a_note_then_not_available(ip, server, demo_model_dir, run_async, current):
     """``transformers serve`` ignores ``logprobs``: the reply streams as ever, says why it has no probabilities, and
     from then on the engine says "not available" instead of asking again."""
     from kanibook.probs.api import NO_LOGPROBS
@@ -211,13 +211,8 @@ def test_a_server_without_logprobs_gets_a_note_then_not_available(ip, server, de
     view = kanibook.show_reply(ai)
     assert len(view.probs) == 0 and view.probs.note == NO_LOGPROBS
     assert NO_LOGPROBS in view._repr_mimebundle_()["text/html"]
-    session = ChatSession(engine)
-    previous = set_current_session(session)
-    try:
-        with capture_output() as captured:
-            ip.run_cell_magic("chat", "--probs --max-new-tokens 8", "Hi")
-    finally:
-        set_current_session(previous)
-        session.close()
+    session = current(engine)
+    with capture_output() as captured:
+        ip.run_cell_magic("chat", "--probs --max-new-tokens 8", "Hi")
     assert captured.stdout.strip().splitlines()[-1] == "probabilities: not available for this engine"
     assert session.history[-1].text

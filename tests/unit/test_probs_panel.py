@@ -106,19 +106,12 @@ def test_engine_without_probabilities_says_so(run_async):
     assert panel.messages[-1].probs_box is None
 
 
-def test_chat_magic_probs_on_an_engine_without_them_says_so(ip):
+def test_chat_magic_probs_on_an_engine_without_them_says_so(ip, current):
     from IPython.utils.capture import capture_output
 
-    from kanibook.session import ChatSession, set_current_session
-
-    session = ChatSession(PlainApiEngine())
-    previous = set_current_session(session)
-    try:
-        with capture_output() as captured:
-            ip.run_cell_magic("chat", "--probs", "Hi")
-    finally:
-        set_current_session(previous)
-        session.close()
+    session = current(PlainApiEngine())
+    with capture_output() as captured:
+        ip.run_cell_magic("chat", "--probs", "Hi")
     assert captured.stdout.strip().splitlines()[-1] == "probabilities: not available for this engine"
     assert session.history[-1].text == "plain reply"
 

@@ -157,7 +157,7 @@ def test_the_report_displays_with_the_best_marked(report):
     assert "Memory after each release (process RSS):" in text and "after fp32 " in text and "kb-quant-release" in html
     assert "data:image/png;base64," in html and "kb-quant-table" in html
     best_kl = min((r for r in report.rows if not r["reference"]), key=lambda r: r["kld_mean"])["label"]
-    row_html = next(part for part in html.split("<tr>") if part.startswith(f'<td style') and f">{best_kl}<" in part)
+    row_html = next(part for part in html.split("<tr>") if part.startswith('<td style') and f">{best_kl}<" in part)
     assert '<strong class="kb-best">' in row_html
     assert html.count("<details class='kb-quant-strip'>") == 3  # every setting but the reference
     assert 'class="kb-diverge"' in html or all(
