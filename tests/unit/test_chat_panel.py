@@ -25,6 +25,8 @@ from kanibook.widgets._settings import hyperparams_for
 from kanibook.widgets._throttle import Throttle
 from kanibook.widgets.chat_panel import ChatPanel
 
+from _waits import until  # tests/unit/_waits.py
+
 HOSTILE = "<script>alert(1)</script> \"'><img src=x onerror=alert(1)> javascript:alert(1) \u202e \x00"
 
 
@@ -77,15 +79,6 @@ def classes(view) -> set[str]:
 def submit(text_widget) -> None:
     """What the browser sends when Enter is pressed in an ipywidgets Text."""
     text_widget._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "submit"}}}, "buffers": []})
-
-
-async def until(predicate, timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def record_values(widget) -> list[tuple[float, str]]:

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
 from _servers import free_port, running  # noqa: E402  (tests/unit/_servers.py)
+from _waits import until  # noqa: E402  (tests/unit/_waits.py)
 
 STORY = "Write a long story about a lighthouse keeper and a storm."
 
@@ -109,8 +110,7 @@ def test_a_stop_ends_the_servers_stream_and_keeps_what_was_recorded(engine, run_
         panel = kanibook.chat(engine, max_new_tokens=400)
         panel.probabilities = True
         panel.send(STORY)
-        while len(engine.last_probs or ()) < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(engine.last_probs or ()) >= 4)
         panel.stop()
         await panel.wait()
         kept = panel.kani.chat_history[-1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from kani import ChatMessage
@@ -11,14 +10,7 @@ from kani.engines.base import BaseEngine, Completion
 import kanibook
 from kanibook import transcript
 
-
-async def until(predicate, timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+from _waits import until  # tests/unit/_waits.py
 
 
 def test_toggle_shows_coloured_tokens_live_then_branches(demo_engine, run_async, no_leaked_threads):
