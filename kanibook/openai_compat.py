@@ -200,9 +200,8 @@ def _make_engine_class():
             try:
                 async for item in super().stream(messages, functions, logprobs=True, top_logprobs=top_k, **hyperparams):
                     if not isinstance(item, str):
-                        collector.finish()
-                        if not collector.served:
-                            self.supports_probabilities = False
+                        if not collector.finish(item.message.text):
+                            self.supports_probabilities = False  # from now on: "not available for this engine"
                         remember(item.message, probs)
                         item.probs = probs
                     yield item

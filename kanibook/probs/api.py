@@ -26,7 +26,8 @@ _FROM_SERVER = "from the server's logprobs: its top {k} per token, no token ids,
 def token_from_logprob(index: int, entry: Any, top_k: int) -> TokenProb:
     """One entry of ``choices[0].logprobs.content`` (``token``, ``logprob``, ``top_logprobs``) -> its record."""
     chosen = float(entry.logprob)
-    top = sorted(entry.top_logprobs or (), key=lambda a: -float(a.logprob))[:top_k]
+    given = [a for a in entry.top_logprobs or () if a.logprob is not None]
+    top = sorted(given, key=lambda a: -float(a.logprob))[:top_k]
     alternatives = tuple(Alternative(-1, str(a.token), math.exp(float(a.logprob))) for a in top)
     rank = sum(1 for a in top if float(a.logprob) > chosen)  # k when the chosen token is not among the top k
     return TokenProb(index, -1, str(entry.token), Distribution(math.exp(chosen), rank, math.nan, alternatives))
@@ -40,25 +41,19 @@ class LogprobsCollector:
 
     def __init__(self, probs: ReplyProbs):
         self.probs = probs
-        self.text_seen = False
         probs.note = _FROM_SERVER.format(k=probs.top_k)
 
     def __call__(self, chunk: Any) -> None:
         """Take one chunk (an ``openai`` ``ChatCompletionChunk``) on its way to kani."""
         choice = next((c for c in getattr(chunk, "choices", None) or () if c.index == 0), None)
-        if choice is None:
-            return
-        if choice.delta is not None and choice.delta.content:
-            self.text_seen = True
         logprobs = getattr(choice, "logprobs", None)
         for entry in getattr(logprobs, "content", None) or ():
-            self.probs.tokens.append(token_from_logprob(len(self.probs.tokens), entry, self.probs.top_k))
+            if entry.logprob is not None:  # (a server may leave a token without one)
+                self.probs.tokens.append(token_from_logprob(len(self.probs.tokens), entry, self.probs.top_k))
 
-    @property
-    def served(self) -> bool:
-        """False once the server sent text without any logprobs (it ignored the request)."""
-        return bool(self.probs.tokens) or not self.text_seen
-
-    def finish(self) -> None:
-        if not self.served:
+    def finish(self, reply_text: str | None) -> bool:
+        """The reply is complete: False (and the note says so) if the server sent its text without any logprobs."""
+        served = bool(self.probs.tokens) or not reply_text
+        if not served:
             self.probs.note = NO_LOGPROBS
+        return served

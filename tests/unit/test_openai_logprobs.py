@@ -139,7 +139,8 @@ def test_hostile_token_texts_from_a_server_are_inert():
     probs = ReplyProbs(top_k=2, source="api")
     collect = LogprobsCollector(probs)
     collect(Chunk([Entry(hostile, -0.1, [Entry(hostile, -0.1), Entry("</span><script>x</script>", -2.5)])]))
-    collect.finish()
+    collect(Chunk([Entry("!", None)]))  # a token the server left without a logprob is not recorded
+    assert collect.finish(hostile)
     html = render_probs.reply_html(probs)
     assert len(probs) == 1 and probs[0].best_other.text == "</span><script>x</script>"
     assert "<img" not in html and "<script>x" not in html and "&lt;img" in html
