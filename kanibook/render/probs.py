@@ -26,25 +26,34 @@ BINS: tuple[tuple[float, str, str, str], ...] = (
     (0.0, "#7f2704", "#fff", "< 10%"),
 )
 
-CSS = "".join(
-    [
-        ".kb-probs{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.9;"
-        "overflow-wrap:anywhere}",
-        ".kb-probs .kb-ptoks{white-space:pre-wrap}",
-        ".kb-probs .kb-tok{border-radius:2px;padding:1px 0;cursor:help;box-shadow:inset 0 -1px #0002}",
-        ".kb-probs .kb-tok:hover{outline:2px solid #2471a3}",
-        ".kb-probs .kb-tok.kb-smp{text-decoration:underline dotted}",
-        ".kb-probs .kb-plegend{font-size:11px;margin:4px 0}",
-        ".kb-probs .kb-plegend span{display:inline-block;padding:0 6px;margin-right:2px;border:1px solid #8886}",
-        ".kb-probs .kb-pnote{font-size:12px;opacity:.85;margin:2px 0}",
-        ".kb-probs .kb-pseg-h{font-size:11px;opacity:.8;margin-top:4px}",
-        ".kb-probs table.kb-least{border-collapse:collapse;font-size:12px;margin:4px 0}",
-        ".kb-probs table.kb-least td,.kb-probs table.kb-least th{padding:1px 8px;text-align:left;"
-        "border-bottom:1px solid #8883}",
-        ".kb-probs .kb-mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}",
-        *(f".kb-probs .kb-p{i}{{background:{bg};color:{fg}}}" for i, (_, bg, fg, _) in enumerate(BINS)),
-    ]
-)
+# The look is on the elements (``style=``, through :func:`safe.css`), so a saved notebook opened untrusted (its
+# <style> removed) keeps the colours; the <style> only adds the hover outline. GitHub keeps no style at all: there
+# the tokens below 30% are bold (<b>), as are their legend chips, and the chips are <kbd> boxes apart.
+CSS = ".kb-probs .kb-tok:hover{outline:2px solid #2471a3}"
+#: the bins whose tokens are also bold, so an unstyled page still shows where the model was unsure
+BOLD_BELOW = 3
+_BOX = safe.css(font_family="system-ui, -apple-system, 'Segoe UI', sans-serif", font_size="13px", line_height="1.9",
+                overflow_wrap="break-word")  # fmt: skip
+_TOKS = safe.css(white_space="pre-wrap")
+_LEGEND = safe.css(font_size="11px", margin="4px 0")
+_NOTE_STYLE = safe.css(font_size="12px", opacity="0.85", margin="2px 0")
+_SEG_H = safe.css(font_size="11px", opacity="0.8", margin_top="4px")
+_TABLE = safe.css(border_collapse="collapse", font_size="12px", margin="4px 0")
+_CELL = safe.css(padding="1px 8px", text_align="left", border_bottom="1px solid #8883")
+_MONO = safe.css(padding="1px 8px", text_align="left", border_bottom="1px solid #8883",
+                 font_family="ui-monospace, SFMono-Regular, Menlo, Consolas, monospace")  # fmt: skip
+_TOKEN_STYLES = [
+    (safe.css(background=bg, color=fg, border_radius="2px", padding="1px 0", cursor="help",
+              box_shadow="inset 0 -1px #0002"),
+     safe.css(background=bg, color=fg, border_radius="2px", padding="1px 0", cursor="help",
+              box_shadow="inset 0 -1px #0002", text_decoration="underline"))
+    for _, bg, fg, _ in BINS
+]  # fmt: skip
+_CHIP_STYLES = [
+    safe.css(display="inline-block", background=bg, color=fg, padding="0 6px", margin="0 2px 0 0",
+             border="1px solid #8886", border_radius="2px", box_shadow="none", font_size="11px", line_height="1.6")
+    for _, bg, fg, _ in BINS
+]  # fmt: skip
 
 
 def bin_of(prob: float) -> int:
@@ -86,17 +95,29 @@ def tokens_html(tokens: Iterable) -> str:
     """The tokens as coloured spans (classes ``kb-tok kb-p<bin> kb-t<index>``), each with its tooltip."""
     out = []
     for t in tokens:
-        classes = f"kb-tok kb-p{bin_of(t.raw.prob)}" + (" kb-smp" if t.sampled is not None else "")
+        b = bin_of(t.raw.prob)
+        classes = f"kb-tok kb-p{b}" + (" kb-smp" if t.sampled is not None else "")
         text = safe.text(t.text) if t.text else "\u200b"
-        out.append(f'<span class="{classes} kb-t{int(t.index)}" title="{safe.attr(tooltip(t))}">{text}</span>')
+        if b >= BOLD_BELOW:
+            text = f"<b>{text}</b>"
+        style = _TOKEN_STYLES[b][t.sampled is not None]
+        out.append(f'<span class="{classes} kb-t{int(t.index)}" style="{style}" title="{safe.attr(tooltip(t))}">'
+                   f"{text}</span>")  # fmt: skip
     return "".join(out)
 
 
 def legend(sampled: bool = False) -> str:
     """The colour scale's legend."""
-    chips = "".join(f'<span class="kb-p{i}">{safe.text(label)}</span>' for i, (*_, label) in enumerate(BINS))
-    extra = " · dotted underline: sampled from a reshaped distribution" if sampled else ""
-    return f'<div class="kb-plegend">probability of the chosen token: {chips}{safe.text(extra)}</div>'
+    chips = " ".join(
+        f'<kbd class="kb-p{i}" style="{_CHIP_STYLES[i]}">{_bold(i, safe.text(label))}</kbd>'
+        for i, (*_, label) in enumerate(BINS)
+    )
+    extra = " · underlined: sampled from a reshaped distribution" if sampled else ""
+    return f'<div class="kb-plegend" style="{_LEGEND}">probability of the chosen token: {chips}{safe.text(extra)}</div>'
+
+
+def _bold(i: int, html: str) -> str:
+    return f"<b>{html}</b>" if i >= BOLD_BELOW else html
 
 
 def least_confident_html(tokens: Sequence) -> str:
@@ -108,15 +129,17 @@ def least_confident_html(tokens: Sequence) -> str:
         best = t.best_other
         pref = f"{_quoted(best.text)} {_pct(best.prob)}" if best else ""
         rows.append(
-            f"<tr><td>{int(t.index)}</td><td class='kb-mono'>{safe.text(_quoted(t.text))}</td>"
-            f"<td>{safe.text(_pct(t.raw.prob))}</td><td class='kb-mono'>{safe.text(pref)}</td></tr>"
+            f"<tr><td style='{_CELL}'>{int(t.index)}</td><td class='kb-mono' style='{_MONO}'>"
+            f"{safe.text(_quoted(t.text))}</td><td style='{_CELL}'>{safe.text(_pct(t.raw.prob))}</td>"
+            f"<td class='kb-mono' style='{_MONO}'>{safe.text(pref)}</td></tr>"
         )
-    head = "<tr><th>#</th><th>token</th><th>p</th><th>best other</th></tr>"
-    return f"<table class='kb-least'><caption>least confident</caption>{head}{''.join(rows)}</table>"
+    head = "".join(f"<th style='{_CELL}'>{h}</th>" for h in ("#", "token", "p", "best other"))
+    return (f"<table class='kb-least' style='{_TABLE}'><caption>least confident</caption><tr>{head}</tr>"
+            f"{''.join(rows)}</table>")  # fmt: skip
 
 
 def _note(note: str | None) -> str:
-    return f'<div class="kb-pnote">{safe.text(note)}</div>' if note else ""
+    return f'<div class="kb-pnote" style="{_NOTE_STYLE}">{safe.text(note)}</div>' if note else ""
 
 
 def reply_html(probs, *, title: str = "Reply", least: int = 5, streaming: bool = False) -> str:
@@ -135,8 +158,8 @@ def reply_html(probs, *, title: str = "Reply", least: int = 5, streaming: bool =
         head += f" · mean p {safe.text(_pct(mean))}"
     table = "" if streaming or not least else least_confident_html(probs.least_confident(least))
     return (
-        f"<div class='kb-probs'><style>{CSS}</style><div>{head}</div>{_note(probs.note)}"
-        f"<div class='kb-ptoks'>{tokens_html(tokens)}</div>{legend(sampled)}{table}</div>"
+        f"<div class='kb-probs' style='{_BOX}'><style>{CSS}</style><div>{head}</div>{_note(probs.note)}"
+        f"<div class='kb-ptoks' style='{_TOKS}'>{tokens_html(tokens)}</div>{legend(sampled)}{table}</div>"
     )
 
 
@@ -152,10 +175,11 @@ def scored_html(groups: Sequence[tuple[str, str, Sequence]], *, title: str, note
     parts = []
     for role, label, tokens in groups:
         parts.append(
-            f"<div class='kb-pseg-h'>{safe.text(role)} · {safe.text(label)}</div>"
-            f"<div class='kb-ptoks'>{tokens_html(tokens)}</div>"
+            f"<div class='kb-pseg-h' style='{_SEG_H}'>{safe.text(role)} · {safe.text(label)}</div>"
+            f"<div class='kb-ptoks' style='{_TOKS}'>{tokens_html(tokens)}</div>"
         )
     return (
-        f"<div class='kb-probs'><style>{CSS}</style><div><b>{safe.text(title)}</b></div>{_note(note)}"
+        f"<div class='kb-probs' style='{_BOX}'><style>{CSS}</style><div><b>{safe.text(title)}</b></div>{_note(note)}"
+
         f"{''.join(parts)}{legend()}{least_confident_html(least)}</div>"
     )

@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 
 __all__ = ["report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
 
-_BOX = (
-    "font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: 13px; line-height: 1.4; "
-    "max-width: 100%; overflow-x: auto; contain: content;"
-)
-_CELL = "padding: 2px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid rgba(128,128,128,0.25);"
-_LEFT = _CELL.replace("right", "left")
-_MUTED = "opacity: 0.7;"
+# inline styles only, through safe.css: they survive an untrusted notebook's sanitizer (position:sticky does not,
+# hence a narrow first table and the rest in tables of their own, each starting with the setting)
+_BOX = safe.css(font_family="system-ui, -apple-system, 'Segoe UI', sans-serif", font_size="13px", line_height="1.4",
+                max_width="100%", overflow_x="auto")  # fmt: skip
+_CELL = safe.css(padding="2px 8px", text_align="right", white_space="nowrap", border_bottom="1px solid #80808040")
+_LEFT = safe.css(padding="2px 8px", text_align="left", white_space="nowrap", border_bottom="1px solid #80808040")
+_WRAP = safe.css(padding="2px 8px", text_align="left", white_space="pre-wrap", border_bottom="1px solid #80808040")
+_MUTED = safe.css(opacity="0.7")
+_SMALL = safe.css(font_size="smaller", opacity="0.7")
+_HEADING = safe.css(font_weight="600", margin_top="8px")
+_STRIP = safe.css(white_space="pre-wrap", overflow_wrap="break-word", word_break="break-all", font_size="12px",
+                  line_height="1.7", font_family="ui-monospace, SFMono-Regular, Menlo, Consolas, monospace")  # fmt: skip
 
 
 def _mb(v):
@@ -49,7 +54,8 @@ def _g(v):
 COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
     ("weights_bytes", "weights", _mb, "min", "cost", None),
     ("weights_estimate_bytes", "estimate", _mb, None, "cost", None),
-    ("peak_memory_bytes", "peak memory", _mb, "min", "cost", None),
+    ("peak_rise_bytes", "peak rise", _mb, None, "cost", None),
+    ("peak_memory_bytes", "peak (process)", _mb, None, "cost", None),
     ("load_s", "load s", _f(1), "min", "cost", None),
     ("ttft_s", "first token s", _f(2), "min", "cost", None),
     ("decode_tok_s", "tokens/s", _f(1), "max", "cost", None),
@@ -69,7 +75,26 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
 
 
 #: Columns measured with a clock or from the process's memory: they differ from run to run (a CSS class marks them).
-TIMED = frozenset({"peak_memory_bytes", "load_s", "ttft_s", "decode_tok_s"})
+TIMED = frozenset({"peak_memory_bytes", "peak_rise_bytes", "load_s", "ttft_s", "decode_tok_s"})
+
+#: The HTML report's first table: the most-read columns, in this order; the rest follow in the tables of _MORE
+MAIN = ("weights_bytes", "kld_mean", "same_top_pct", "ppl_ratio", "decode_tok_s", "peak_rise_bytes")
+_MORE = (
+    ("cost", ("weights_estimate_bytes", "peak_memory_bytes", "load_s", "ttft_s")),
+    ("spread of the KL divergence", ("kld_median", "kld_p90", "kld_p95", "kld_p99", "kld_max")),
+    ("more quality", ("ppl", "delta_p_mean_pct", "delta_p_rms_pct", "flips")),
+)
+_BY_KEY = {c[0]: c for c in COLUMNS}
+
+
+def _rows(report: QuantReport) -> list[dict]:
+    """The rows with ``peak_rise_bytes``: the peak reading minus the reading before the first load."""
+    start = report.start_memory_bytes
+    out = []
+    for r in report.rows:
+        peak = _num(r.get("peak_memory_bytes"))
+        out.append({**r, "peak_rise_bytes": None if peak is None or start is None else max(0, peak - start)})
+    return out
 
 
 def _best(report: QuantReport) -> dict[str, set[str]]:
@@ -78,7 +103,7 @@ def _best(report: QuantReport) -> dict[str, set[str]]:
     for key, _, _, rule, group, _ in COLUMNS:
         if rule is None:
             continue
-        candidates = [r for r in report.rows if r.get("available") and _num(r.get(key)) is not None
+        candidates = [r for r in _rows(report) if r.get("available") and _num(r.get(key)) is not None
                       and not (group == "quality" and r.get("reference"))]  # fmt: skip
         if not candidates:
             continue
@@ -141,7 +166,7 @@ def report_text(report: QuantReport) -> str:
         cols = [c for c in COLUMNS if c[4] == group]
         header = ["setting", *(c[1] for c in cols)]
         body = []
-        for r in report.rows:
+        for r in _rows(report):
             label = safe.clean_chars(r["label"]) + (" (ref)" if r.get("reference") else "")
             if not r.get("available"):
                 body.append([label, f"unavailable: {safe.clean_chars(r.get('reason') or '?')}"])
@@ -186,46 +211,84 @@ def report_html(report: QuantReport, *, plots: bool = True) -> str:
     if plots and any(r.get("available") for r in report.rows):
         png = _png_base64(report_figure(report))
         alt = safe.attr("Weights vs KL divergence and vs decode speed, one point per setting")
-        parts.append(f'<img src="data:image/png;base64,{png}" alt="{alt}" style="max-width:100%;">')
+        parts.append(f'<img src="data:image/png;base64,{png}" alt="{alt}" style="{safe.css(max_width="100%")}">')
     parts.append(_strips_html(report))
     parts.append(_answers_html(report))
     parts.append("</div>")
     return "".join(parts)
 
 
-def _table_html(report: QuantReport) -> str:
-    best = _best(report)
-    head = "".join(f'<th style="{_CELL}">{safe.text(h)}</th>' for _, h, *_ in COLUMNS)
+def _one_table(report: QuantReport, keys: tuple[str, ...], cls: str, *, unavailable: bool) -> str:
+    """A table of ``keys`` with the setting first; unavailable settings get one row saying why (first table only)."""
+    best, cols = _best(report), [_BY_KEY[k] for k in keys]
+    start = report.start_memory_bytes
+    titles = {"peak_rise_bytes": f"highest memory reading while the setting ran, minus the "
+                                 f"{format_bytes(start) if start is not None else '?'} held before the first load",
+              "peak_memory_bytes": "highest memory reading of the whole process while the setting ran (includes "
+                                   "whatever else the process holds)"}  # fmt: skip
+    head = "".join(f'<th style="{_CELL}" title="{safe.attr(titles.get(k, ""))}">{safe.text(h)}</th>'
+                   for k, h, *_ in cols)  # fmt: skip
     rows = []
-    for r in report.rows:
+    for r in _rows(report):
         title = safe.attr(r.get("description") or "")
         label = safe.text(r["label"]) + (" <em>(reference)</em>" if r.get("reference") else "")
         first = f'<td style="{_LEFT}" title="{title}">{label}</td>'
         if not r.get("available"):
-            reason = safe.text(r.get("reason") or "could not run")
-            rows.append(f'<tr class="kb-quant-unavailable">{first}<td colspan="{len(COLUMNS)}" style="{_LEFT}'
-                        f'{_MUTED}">unavailable: {reason}</td></tr>')  # fmt: skip
+            if unavailable:
+                reason = safe.text(r.get("reason") or "could not run")
+                rows.append(f'<tr class="kb-quant-unavailable">{first}<td colspan="{len(cols)}" style="{_WRAP}">'
+                            f'<span style="{_MUTED}">unavailable: {reason}</span></td></tr>')  # fmt: skip
             continue
         cells = []
-        for key, _, fmt, _, _, err_key in COLUMNS:
+        for key, _, fmt, _, _, err_key in cols:
             text = safe.text(_cell_text(r, key, fmt, err_key))
             if r["label"] in best.get(key, ()):
                 text = f'<strong class="kb-best">{text}</strong>'
             timed = ' class="kb-quant-timed"' if key in TIMED else ""
             cells.append(f'<td{timed} style="{_CELL}">{text}</td>')
         rows.append(f"<tr>{first}{''.join(cells)}</tr>")
-    note = ("<div style='font-size:smaller;opacity:0.7'>Bold: the best of each column (quality: closest to the "
-            "reference). KL: divergence of the next-token distribution from the reference's, in nats, over the "
-            "reference text; Δp: change in the probability of the actual next token, in percentage points.</div>")
-    return (f'<table class="kb-quant-table" style="border-collapse:collapse;margin:6px 0"><thead><tr>'
-            f'<th style="{_LEFT}">setting</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
+    table = safe.css(border_collapse="collapse", margin="6px 0")
+    return (f'<div style="{safe.css(max_width="100%", overflow_x="auto")}"><table class="{cls}" style="{table}">'
+            f'<thead><tr><th style="{_LEFT}">setting</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            "</div>")  # fmt: skip
 
 
-def _kl_level(kl: float) -> float:
-    """0 for KL <= 1e-4 nats, 1 for KL >= 1, logarithmic between."""
-    if not kl > 1e-4:
+def _table_html(report: QuantReport) -> str:
+    """The most-read columns in one narrow table, the others in small tables behind a toggle (each starts with the
+    setting, so no scrolling ever hides it)."""
+    start = report.start_memory_bytes
+    rise = (f"Peak rise: the highest memory reading while a setting ran minus the {format_bytes(start)} the process "
+            "held before the first load (not ranked: it also counts whatever else the process allocated). "
+            if start is not None else "")  # fmt: skip
+    note = (f"<div style='{_SMALL}'>Bold: the best of each column (quality: closest to the reference). KL: divergence"
+            " of the next-token distribution from the reference's, in nats, over the reference text; Δp: change in "
+            f"the probability of the actual next token, in percentage points. {safe.text(rise)}</div>")  # fmt: skip
+    more = "".join(f"<div style='{_MUTED}'>{safe.text(title)}</div>"
+                   f"{_one_table(report, keys, 'kb-quant-table-more', unavailable=False)}"
+                   for title, keys in _MORE)  # fmt: skip
+    return (f"{_one_table(report, MAIN, 'kb-quant-table', unavailable=True)}{note}<details class='kb-quant-more'>"
+            f"<summary>more columns: cost, spread of the KL divergence, more quality</summary>{more}</details>")
+
+
+def _kl_scale(values: list[float]) -> tuple[float, float]:
+    """The colour scale's ends: the 5th and 95th percentiles of the positive KL values shown (log scale between), so
+    the colours spread over the values at hand whatever the quantization did."""
+    pos = sorted(v for v in values if v > 1e-12 and math.isfinite(v))
+    if not pos:
+        return 1e-4, 1.0
+    lo, hi = pos[int(0.05 * (len(pos) - 1))], pos[int(0.95 * (len(pos) - 1))]
+    return (lo, hi) if hi > lo * 1.001 else (lo / 10, lo * 10)
+
+
+def _kl_level(kl: float, lo: float = 1e-4, hi: float = 1.0) -> float:
+    """0 for KL <= ``lo``, 1 for KL >= ``hi``, logarithmic between."""
+    if not kl > lo:
         return 0.0
-    return max(0.0, min(1.0, (math.log10(kl) + 4.0) / 4.0))
+    return max(0.0, min(1.0, math.log10(kl / lo) / math.log10(hi / lo)))
+
+
+def _kl_colour(level: float) -> str:
+    return f"rgba(220,40,40,{level:.2f})"
 
 
 def _tops(top: list) -> str:
@@ -238,10 +301,16 @@ def _strips_html(report: QuantReport) -> str:
     ref = report.positions.get(ref_label)
     if not ref or not report.tokens:
         return ""
-    out = ["<div style='font-weight:600;margin-top:8px'>Where the distributions differ</div>",
-           "<div style='font-size:smaller;opacity:0.7'>Each token of the reference text, coloured by the KL "
-           "divergence of the prediction <em>of</em> that token (white: below 0.0001 nats; deep red: 1 nat or more); "
-           "underlined: the most probable token flips. Hover for both distributions' top tokens.</div>"]  # fmt: skip
+    shown = [kl for r in report.rows if not r.get("reference")
+             for kl in report.positions.get(r["label"], {}).get("kl", [])]  # fmt: skip
+    lo, hi = _kl_scale(shown)
+    chips = " ".join(f"<span style='{safe.css(background=_kl_colour(lv), padding='0 6px', border='1px solid #8886')}'>"
+                     f"{safe.text(_g(lo * (hi / lo) ** lv))}</span>" for lv in (0.0, 0.25, 0.5, 0.75, 1.0))  # fmt: skip
+    out = [f"<div style='{_HEADING}'>Where the distributions differ</div>",
+           f"<div style='{_SMALL}'>Each token of the reference text, coloured by the KL divergence of the prediction "
+           f"<em>of</em> that token, on a log scale spread over the values shown: white at or below {_g(lo)} nats "
+           f"(their 5th percentile), deep red at or above {_g(hi)} nats (their 95th): {chips} nats. Underlined: the "
+           "most probable token flips. Hover for both distributions' top tokens.</div>"]  # fmt: skip
     for r in report.rows:
         pos = report.positions.get(r["label"])
         if r.get("reference") or not pos:
@@ -252,25 +321,23 @@ def _strips_html(report: QuantReport) -> str:
             token = report.tokens[j + 1] if j + 1 < len(report.tokens) else ""
             tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
                    f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
-            style = f"background:rgba(220,40,40,{_kl_level(kl):.2f})"
-            if j in flipped:
-                style += ";text-decoration:underline 2px;text-underline-offset:3px"
+            underline = "underline" if j in flipped else None
+            style = safe.css(background=_kl_colour(_kl_level(kl, lo, hi)), text_decoration=underline)
             spans.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{safe.visible(token)}'
                          "</span>")  # fmt: skip
         flips = report.flips(r["label"])
         flip_list = "; ".join(f"{p}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
         summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
-        out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div style='white-space:pre-wrap;"
-                   f"font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.7'>"
-                   f"{''.join(spans)}</div><div style='font-size:smaller'>Top token flips (position: reference → "
-                   f"{safe.text(r['label'])}): {flip_list or 'none'}</div></details>")  # fmt: skip
+        out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div class='kb-quant-toks' "
+                   f"style='{_STRIP}'>{'<wbr>'.join(spans)}</div><div style='{_SMALL}'>Top token flips (position: "
+                   f"reference → {safe.text(r['label'])}): {flip_list or 'none'}</div></details>")  # fmt: skip
     return "".join(out)
 
 
 def _answers_html(report: QuantReport) -> str:
     if not report.answers:
         return ""
-    out = ["<div style='font-weight:600;margin-top:8px'>Answers (greedy), side by side</div>"]
+    out = [f"<div style='{_HEADING}'>Answers (greedy), side by side</div>"]
     for entry in report.answers:
         rows = []
         for label, a in entry["answers"].items():
@@ -280,10 +347,11 @@ def _answers_html(report: QuantReport) -> str:
                 body += (f'<mark class="kb-diverge" title="first token that differs from the reference\'s">'
                          f"{safe.visible(first) or '∅'}</mark><span style='{_MUTED}'>{safe.text(rest)}</span>")
             where = "same as the reference" if a["diverges_at"] is None else f"differs from token {a['diverges_at']}"
-            rows.append(f'<tr><td style="{_LEFT}">{safe.text(label)}</td><td style="{_LEFT}white-space:pre-wrap">'
-                        f'{body}</td><td style="{_LEFT}{_MUTED}">{safe.text(where)}</td></tr>')  # fmt: skip
-        out.append(f"<div style='margin-top:4px'><em>{safe.text(entry['prompt'])}</em></div>"
-                   f"<table style='border-collapse:collapse'>{''.join(rows)}</table>")  # fmt: skip
+            rows.append(f'<tr><td style="{_LEFT}">{safe.text(label)}</td><td style="{_WRAP}">{body}</td>'
+                        f'<td style="{_LEFT}"><span style="{_MUTED}">{safe.text(where)}</span></td></tr>')  # fmt: skip
+        out.append(f"<div style='{safe.css(margin_top='4px')}'><em>{safe.text(entry['prompt'])}</em></div>"
+                   f"<table style='{safe.css(border_collapse='collapse')}'>{''.join(rows)}</table>")  # fmt: skip
+
     return "".join(out)
 
 
@@ -302,13 +370,18 @@ def report_figure(report: QuantReport, *, width: float = 9.0, height: float = 3.
     rows = [r for r in report.rows if r.get("available") and r.get("weights_bytes")]
     for ax, key, ylabel in ((quality, "kld_mean", "mean KL divergence (nats), lower is better"),
                             (speed, "decode_tok_s", "decode tokens/s, higher is better")):  # fmt: skip
+        points = []
         for r in rows:
             y = _num(r.get(key))
             if y is None:
                 continue
             x = r["weights_bytes"] / 1e6
             ax.scatter([x], [y], s=36, zorder=3, marker="*" if r.get("reference") else "o")
-            ax.annotate(safe.clean_chars(r["label"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            points.append((safe.clean_chars(r["label"]), x, y))
+        ax.margins(x=0.12, y=0.15)  # room for the labels at the edges
+        for (label, x, y), offset in zip(points, label_offsets(ax, points, width * 72 / 2, height * 72)):
+            leader = None if offset == (4, 4) else {"arrowstyle": "-", "lw": 0.5, "alpha": 0.5}
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8, arrowprops=leader)
         ax.set_xlabel("weights (MB)")
         ax.set_ylabel(ylabel, fontsize=9)
         ax.grid(alpha=0.3)
@@ -317,7 +390,41 @@ def report_figure(report: QuantReport, *, width: float = 9.0, height: float = 3.
     return fig
 
 
+# where a point's label may go, in points from the point: right-above first, then further out
+_OFFSETS = [(4, 4), (4, -11), (-6, 4), (-6, -11), (4, 15), (4, -22), (-6, 15), (-6, -22), (4, 26), (4, -33),
+            (-6, 26), (-6, -33), (4, 37), (4, -44)]  # fmt: skip
+
+
+def label_offsets(ax, points: list[tuple[str, float, float]], ax_w: float, ax_h: float) -> list[tuple[int, int]]:
+    """One offset (in points) per ``(label, x, y)`` so that no two labels' boxes overlap (greedy, in reading order
+    of the points). Data are mapped to points with the axes' limits and an approximate axes size, so this works
+    before the figure is drawn; a label is about 4.8 points per character wide and 9 points high (fontsize 8).
+    """
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    log_y = ax.get_yscale() == "log"
+
+    def to_points(x: float, y: float) -> tuple[float, float]:
+        fy = (math.log10(y) - math.log10(y0)) / (math.log10(y1) - math.log10(y0)) if log_y and y > 0 else (
+            (y - y0) / ((y1 - y0) or 1.0))
+        return (x - x0) / ((x1 - x0) or 1.0) * ax_w, fy * ax_h
+
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for label, x, y in points:
+        px, py = to_points(x, y)
+        w, h = 4.8 * len(label) + 2, 9.0
+        for dx, dy in _OFFSETS:
+            left = px + dx if dx >= 0 else px + dx - w
+            box = (left, py + dy, left + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        out.append((dx if dx >= 0 else int(dx - w), dy))
+    return out
+
+
 def _png_base64(fig) -> str:
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

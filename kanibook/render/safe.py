@@ -7,6 +7,9 @@
 - :func:`json_for_script` for data embedded in a ``<script>`` element;
 - :func:`data_uri` for an image or sound embedded in ``src="..."`` (base64 of bytes kanibook encoded itself);
 - :func:`visible` for tokens: whitespace and control characters drawn as visible symbols;
+- :func:`css` for a ``style="..."`` attribute: only properties that JupyterLab's and Notebook 7's sanitizer keeps
+  on an untrusted notebook's HTML (:data:`UNTRUSTED_CSS`), values checked (no ``url()``, ``var()``, quotes that
+  end the attribute);
 - :func:`markdown_literal` and :func:`markdown_inert` for text written into a Markdown *file* (transcripts), which
   some other program will render: literal text, or Markdown whose raw HTML and links cannot act.
 
@@ -24,7 +27,7 @@ from typing import Any
 
 __all__ = [
     "text", "attr", "markdown", "json_for_script", "visible", "clean_chars", "markdown_literal", "markdown_inert",
-    "data_uri",
+    "data_uri", "css", "UNTRUSTED_CSS",
 ]  # fmt: skip
 
 # C0/C1 controls except tab and newline, plus the bidirectional embedding/override/isolate controls
@@ -60,6 +63,55 @@ def visible(token: str) -> str:
     """A token's text with whitespace and control characters drawn visibly, then escaped as element content."""
     shown = "".join(_WHITESPACE.get(ch, ch) for ch in clean_chars(token))
     return html.escape(shown, quote=True)
+
+
+# The inline-style properties JupyterLab 4 and Notebook 7 keep when they sanitize an untrusted output (the
+# allowedStyles of packages/apputils/src/sanitizer.ts, with sanitize-html). They drop every <style> element, and a
+# property whose value does not match their pattern; notable absences: var(), flex-*, position:sticky,
+# overflow-wrap:anywhere, text-decoration-* longhands, font-variant-numeric, and the colour keyword "inherit".
+UNTRUSTED_CSS = frozenset(
+    """backface-visibility background background-attachment background-clip background-color background-image
+    background-origin background-position background-repeat background-size border border-bottom border-bottom-color
+    border-bottom-left-radius border-bottom-right-radius border-bottom-style border-bottom-width border-collapse
+    border-color border-left border-left-color border-left-style border-left-width border-radius border-right
+    border-right-color border-right-style border-right-width border-spacing border-style border-top border-top-color
+    border-top-left-radius border-top-right-radius border-top-style border-top-width border-width bottom box
+    box-shadow box-sizing caption-side clear clip color cursor direction display display-inside display-outside
+    elevation empty-cells float font font-family font-size font-stretch font-style font-variant font-weight height
+    left letter-spacing line-height list-style list-style-image list-style-position list-style-type margin
+    margin-bottom margin-left margin-right margin-top max-height max-width min-height min-width opacity outline
+    outline-color outline-style outline-width overflow overflow-wrap overflow-x overflow-y padding padding-bottom
+    padding-left padding-right padding-top page-break-after page-break-before page-break-inside pause-after
+    perspective pitch pitch-range position quotes resize richness right speak speak-header speak-numeral
+    speak-punctuation speech-rate stress table-layout text-align text-decoration text-indent text-overflow
+    text-shadow text-transform text-wrap top unicode-bidi vertical-align visibility volume white-space width
+    word-break word-spacing word-wrap z-index zoom""".split()
+)
+# values those patterns reject although browsers take them (checked here so a view cannot silently lose a style)
+_CSS_REJECTED = re.compile(r"var\(|url\(|calc\(|!important|\binherit\b|\bsticky\b|\banywhere\b|(?<![\d.])\.\d")
+_CSS_VALUE = re.compile(r"[#%.,()\w\s/'-]+")
+
+
+def css(**properties: Any) -> str:
+    """Keyword arguments (``_`` for ``-``) -> the inside of a ``style="..."`` attribute that survives untrusted.
+
+    Raises ``ValueError`` for a property the notebook sanitizers drop or a value they would reject, so every view
+    reads the same trusted or not. ``None`` values are left out.
+
+    >>> css(border_left="3px solid #2471a3", padding="2px 6px")
+    'border-left:3px solid #2471a3;padding:2px 6px'
+    """
+    out = []
+    for key, value in properties.items():
+        if value is None:
+            continue
+        name, value = key.replace("_", "-"), str(value).strip()
+        if name not in UNTRUSTED_CSS:
+            raise ValueError(f"untrusted notebooks drop the CSS property {name!r}")
+        if not _CSS_VALUE.fullmatch(value) or _CSS_REJECTED.search(value):
+            raise ValueError(f"untrusted notebooks drop {name}: {value!r}")
+        out.append(f"{name}:{value}")
+    return attr(";".join(out))
 
 
 _ALLOWED_TAGS = {

@@ -1,7 +1,8 @@
 """HTML and text for the prompt view and the prompt comparison: data in, strings out (no model, no I/O).
 
-Every piece of text goes through :mod:`kanibook.render.safe`. The HTML is self-contained: one ``<style>`` scoped to
-``.kb-tokens``, no script, no external resources; hovering a token shows its position, id and text (``title``).
+Every piece of text goes through :mod:`kanibook.render.safe`. The HTML is self-contained and styled on its elements,
+so it reads the same in an untrusted notebook and on GitHub; no script, no external resources; hovering a token shows
+its position, id and text (``title``).
 """
 
 from __future__ import annotations
@@ -15,45 +16,82 @@ __all__ = ["prompt_html", "prompt_text", "comparison_html", "comparison_text", "
 _SPECIAL, _TEMPLATE = 1, 2
 _ROLES = {"system", "user", "assistant", "function", "template"}
 
+# Every look is on the elements themselves (``style=``, through :func:`safe.css`), so a saved notebook opened
+# untrusted (JupyterLab, Notebook 7, VS Code: <style> removed) reads the same. Tokens are <kbd> boxes, special tokens
+# bold (<b>), removed/added tokens <del>/<ins>: GitHub's sanitizer, which drops every style, keeps those. The small
+# <style> only adds what inline styles cannot say (hover outlines, the disclosure marker of a collapsed run).
 CSS = """
-.kb-tokens{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.55;max-width:100%;
- overflow-wrap:anywhere;color:inherit}
-.kb-tokens .kb-head{margin:2px 0 4px}
-.kb-tokens .kb-note{margin:4px 0;padding:3px 6px;border-left:3px solid #c0392b;background:#c0392b14}
-.kb-tokens .kb-bar{display:flex;height:12px;border:1px solid #8888;border-radius:3px;overflow:hidden;margin:4px 0}
-.kb-tokens .kb-bar>span{display:block;height:100%;min-width:0}
-.kb-tokens .kb-bar .kb-rsv{background:repeating-linear-gradient(45deg,#8884 0 4px,transparent 4px 8px)}
-.kb-tokens .kb-bar.kb-over{border-color:#c0392b;box-shadow:0 0 0 1px #c0392b}
-.kb-tokens .kb-legend{font-size:11px;opacity:.8}
-.kb-tokens table.kb-counts{border-collapse:collapse;font-size:12px;margin:4px 0}
-.kb-tokens table.kb-counts td,.kb-tokens table.kb-counts th{padding:1px 8px;text-align:left;
- border-bottom:1px solid #8883}
-.kb-tokens table.kb-counts td.kb-n{text-align:right;font-variant-numeric:tabular-nums}
-.kb-tokens .kb-seg{border-left:3px solid var(--kb-c);background:var(--kb-bg);padding:2px 6px;margin:3px 0}
-.kb-tokens .kb-seg-h{font-size:11px;opacity:.8}
-.kb-tokens .kb-b span{white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
- font-size:12px;border:1px solid #8886;border-radius:3px;padding:0 1px;margin:0 1px 0 0;line-height:1.9}
-.kb-tokens .kb-b span:hover{outline:2px solid var(--kb-c,#888)}
-.kb-tokens .kb-b .kb-tm{border-style:dashed;opacity:.75}
-.kb-tokens .kb-b .kb-sp{background:#f5c54266;border:1px solid #b7950b;font-weight:600;opacity:1}
-.kb-tokens .kb-b .kb-mm{background:#a569bd55;border-color:#7d3c98}
-.kb-tokens details.kb-run{display:inline}.kb-tokens details.kb-run>summary{display:inline;cursor:pointer;list-style:none}
+.kb-tokens .kb-b kbd:hover{outline:2px solid #888}
 .kb-tokens details.kb-run>summary::-webkit-details-marker{display:none}
-.kb-tokens .kb-b .kb-ct{opacity:.5}
-.kb-tokens .kb-b .kb-del{background:#e74c3c33;text-decoration:line-through}
-.kb-tokens .kb-b .kb-ins{background:#2ecc7133}
-.kb-tokens .kb-dropped{opacity:.75;font-size:12px}
-.kb-tokens ul.kb-did{margin:4px 0;padding:3px 6px 3px 22px;border-left:3px solid #b7950b;background:#f5c54214}
-.kb-tokens ul.kb-did>li{margin:0}
-.kb-tokens .kb-r-system{--kb-c:#8e44ad;--kb-bg:#8e44ad0d}
-.kb-tokens .kb-r-user{--kb-c:#2471a3;--kb-bg:#2471a30d}
-.kb-tokens .kb-r-assistant{--kb-c:#1e8449;--kb-bg:#1e84490d}
-.kb-tokens .kb-r-function{--kb-c:#ca6f1e;--kb-bg:#ca6f1e0d}
-.kb-tokens .kb-r-template{--kb-c:#888;--kb-bg:#8881}
-.kb-tokens .kb-bar .kb-r-system{background:#8e44ad}.kb-tokens .kb-bar .kb-r-user{background:#2471a3}
-.kb-tokens .kb-bar .kb-r-assistant{background:#1e8449}.kb-tokens .kb-bar .kb-r-function{background:#ca6f1e}
-.kb-tokens .kb-bar .kb-r-template{background:#999}
 """
+
+_ROLE_COLOURS = {
+    "system": ("#8e44ad", "#8e44ad0d"), "user": ("#2471a3", "#2471a30d"), "assistant": ("#1e8449", "#1e84490d"),
+    "function": ("#ca6f1e", "#ca6f1e0d"), "template": ("#888888", "#88888811"),
+}  # fmt: skip
+_BOX = safe.css(font_family="system-ui, -apple-system, 'Segoe UI', sans-serif", font_size="13px", line_height="1.55",
+                max_width="100%", overflow_wrap="break-word")  # fmt: skip
+_HEAD = safe.css(margin="2px 0 4px")
+_LEGEND = safe.css(font_size="11px", opacity="0.8")
+_NOTE = safe.css(margin="4px 0", padding="3px 6px", border_left="3px solid #c0392b", background="#c0392b14")
+_BAR = safe.css(display="flex", height="12px", border="1px solid #8888", border_radius="3px", overflow="hidden",
+                margin="4px 0")  # fmt: skip
+_BAR_OVER = safe.css(display="flex", height="12px", border="1px solid #c0392b", border_radius="3px",
+                     overflow="hidden", margin="4px 0", box_shadow="0 0 0 1px #c0392b")  # fmt: skip
+_TABLE = safe.css(border_collapse="collapse", font_size="12px", margin="4px 0")
+_TD = safe.css(padding="1px 8px", text_align="left", border_bottom="1px solid #8883")
+_TD_N = safe.css(padding="1px 8px", text_align="right", border_bottom="1px solid #8883")
+_SEG_H = safe.css(font_size="11px", opacity="0.8")
+_TOKENS = safe.css(font_size="12px", line_height="1.9", white_space="pre-wrap")
+_DID = safe.css(margin="4px 0", padding="3px 6px 3px 22px", border_left="3px solid #b7950b", background="#f5c54214")
+_DROPPED = safe.css(opacity="0.75", font_size="12px")
+_INLINE = safe.css(display="inline")
+_SUMMARY = safe.css(display="inline", cursor="pointer", list_style="none")
+# a token box: <kbd> with JupyterLab's own kbd look (inline-block, 1em line height, padding) overridden
+_KBD = dict(display="inline", font_size="12px", line_height="1.9", padding="0 1px", margin="0 1px 0 0",
+            border="1px solid #8886", border_radius="3px", box_shadow="none", background="transparent",
+            white_space="pre-wrap")  # fmt: skip
+_TOKEN_STYLES = {
+    "": safe.css(**_KBD),
+    "kb-tm": safe.css(**{**_KBD, "border": "1px dashed #8886", "opacity": "0.75"}),
+    "kb-sp": safe.css(**{**_KBD, "border": "1px solid #b7950b", "background": "#f5c54266", "font_weight": "600"}),
+    "kb-mm": safe.css(**{**_KBD, "border": "1px solid #7d3c98", "background": "#a569bd55", "font_weight": "600"}),
+    "kb-ct": safe.css(**{**_KBD, "opacity": "0.5"}),
+}
+_DIFF_BACKGROUND = {"kb-del": "#e74c3c33", "kb-ins": "#2ecc7133"}
+_DIFF_TAG = {"kb-del": "del", "kb-ins": "ins"}
+
+
+def _token_style(kind: str, diff: str = "") -> str:
+    """The inline style of a token box of this kind (``kb-sp``, ``kb-tm``, ...) and diff side (``kb-del``...)."""
+    if not diff:
+        return _TOKEN_STYLES[kind]
+    base = {"kb-tm": {"border": "1px dashed #8886"}, "kb-sp": {"border": "1px solid #b7950b", "font_weight": "600"},
+            "kb-mm": {"border": "1px solid #7d3c98"}}.get(kind, {})  # fmt: skip
+    return safe.css(**{**_KBD, **base, "background": _DIFF_BACKGROUND[diff]})
+
+
+def _token(kind: str, diff: str, title: str, body: str) -> str:
+    """One token box: ``<kbd>``, its text in <b> when special, in <del>/<ins> when removed/added."""
+    if kind in ("kb-sp", "kb-mm"):
+        body = f"<b>{body}</b>"
+    if diff:
+        body = f"<{_DIFF_TAG[diff]}>{body}</{_DIFF_TAG[diff]}>"
+    cls = " ".join(c for c in (kind, diff) if c)
+    cls_attr = f' class="{cls}"' if cls else ""
+    return f'<kbd{cls_attr} style="{_token_style(kind, diff)}" title="{title}">{body}</kbd>'
+
+
+_LEGEND_TOKENS = (f'{_token("kb-sp", "", "a special token", "special")} \u00b7 '
+                  f'{_token("kb-tm", "", "text the chat template adds", "template")} \u00b7 '
+                  f'{_token("", "", "the messages&#x27; own text", "message text")}')  # fmt: skip
+
+
+def _seg_style(role: str) -> str:
+
+    colour, background = _ROLE_COLOURS[role]
+    return safe.css(border_left=f"3px solid {colour}", background=background, padding="2px 6px", margin="3px 0")
+
 
 _WS_PLAIN = {" ": "\u00b7", "\n": "\u21b5\n", "\t": "\u2192", "\r": "\u240d"}
 
@@ -94,13 +132,13 @@ class _Spans:
                 stop = min(end, i + run.count)
                 text = texts[i] or run.text
                 media = f" \u00b7 {safe.attr(run.media)}" if getattr(run, "media", "") else ""
-                summary = (
-                    f'<span class="kb-sp kb-mm{cls_extra}" title="#{i}\u2013#{stop - 1} \u00b7 id {ids[i]} \u00b7 '
-                    f'{self.quoted(text)} \u00d7 {stop - i}{media}">{self.body(text)} \u00d7{stop - i}</span>'
-                )
+                title = (f"#{i}\u2013#{stop - 1} \u00b7 id {ids[i]} \u00b7 {self.quoted(text)} \u00d7 {stop - i}"
+                         f"{media}")  # fmt: skip
+                summary = _token("kb-mm", cls_extra.strip(), title, f"{self.body(text)} \u00d7{stop - i}")
                 if run.multimodal:  # one box that opens on a click to the tokens it stands for
                     inner = self.run(ids, texts, flags, i, stop, {}, cls_extra)
-                    summary = f'<details class="kb-run"><summary>{summary}</summary>{inner}</details>'
+                    summary = (f'<details class="kb-run" style="{_INLINE}"><summary style="{_SUMMARY}">{summary}'
+                               f"</summary>{inner}</details>")  # fmt: skip
                 out.append(summary)
                 i = stop
                 continue
@@ -114,10 +152,9 @@ class _Spans:
 
     def _split(self, token_id: int, flag: int, text: str, cls_extra: str) -> tuple[str, str]:
         """A token's span in two halves, to be joined around its position."""
-        cls = "kb-sp" if flag & _SPECIAL else ("kb-tm" if flag & _TEMPLATE else "")
-        cls = " ".join(c for c in (cls, "" if text else "kb-ct", cls_extra.strip()) if c)
-        head = f'<span class="{cls}" title="#' if cls else '<span title="#'
-        return head, f' \u00b7 id {token_id} \u00b7 {self.quoted(text)}">{self.body(text)}</span>'
+        kind = "kb-sp" if flag & _SPECIAL else ("kb-tm" if flag & _TEMPLATE else ("" if text else "kb-ct"))
+        head, tail = _token(kind, cls_extra.strip(), "\0", self.body(text)).split("\0")
+        return f"{head}#", f" \u00b7 id {token_id} \u00b7 {self.quoted(text)}{tail}"
 
 
 def _context_bar(view) -> str:
@@ -126,36 +163,37 @@ def _context_bar(view) -> str:
         return ""
     used = view.total + view.reply_tokens
     scale = max(ctx, used)
-    parts = [
-        f'<span class="kb-r-{_role(s.role)}" style="width:{100 * s.count / scale:.3f}%" title="{safe.attr(s.label)}: '
-        f'{_n(s.count)} tokens"></span>'
-        for s in view.segments
-        if s.count
-    ]
-    parts.append(
-        f'<span class="kb-rsv" style="width:{100 * view.reply_tokens / scale:.3f}%" '
-        f'title="reply room: {_n(view.reply_tokens)} tokens"></span>'
-    )
+    def part(cls: str, count: int, colour: str, title: str) -> str:
+        style = safe.css(display="block", height="100%", width=f"{100 * count / scale:.3f}%", background=colour)
+        return f'<span class="{cls}" style="{style}" title="{safe.attr(title)}"></span>'
+
+    parts = [part(f"kb-r-{_role(s.role)}", s.count, _ROLE_COLOURS[_role(s.role)][0], f"{s.label}: {_n(s.count)} tokens")
+             for s in view.segments if s.count]  # fmt: skip
+    parts.append(part("kb-rsv", view.reply_tokens, "#88888844", f"reply room: {_n(view.reply_tokens)} tokens"))
     over = " kb-over" if used > ctx else ""
     free = view.free
     legend = f"prompt {_n(view.total)} + reply room {_n(view.reply_tokens)} of context {_n(ctx)}: " + (
         f"{_n(free)} free" if free >= 0 else f"<b>{_n(-free)} over</b>"
     )
-    return f'<div class="kb-bar{over}">{"".join(parts)}</div><div class="kb-legend">{legend}</div>'
+    bar = _BAR_OVER if over else _BAR
+    return (f'<div class="kb-bar{over}" style="{bar}">{"".join(parts)}</div>'
+            f'<div class="kb-legend" style="{_LEGEND}">{legend}</div>')  # fmt: skip
 
 
 def _counts_table(view) -> str:
     rows = "".join(
-        f'<tr class="kb-r-{_role(s.role)}"><td>{safe.text(s.label)}</td><td class="kb-n">{_n(s.count)}</td>'
-        f'<td class="kb-n">{_n(s.content_tokens) if s.message_index is not None else ""}</td>'
-        f"<td>{safe.text(s.preview)}</td></tr>"
+        f'<tr class="kb-r-{_role(s.role)}"><td style="{_TD}">{safe.text(s.label)}</td><td class="kb-n" '
+        f'style="{_TD_N}">{_n(s.count)}</td><td class="kb-n" style="{_TD_N}">'
+        f'{_n(s.content_tokens) if s.message_index is not None else ""}</td>'
+        f'<td style="{_TD}">{safe.text(s.preview)}</td></tr>'
         for s in view.segments
     )
     opened = " open" if len(view.segments) <= 12 else ""
     return (
-        f'<details{opened}><summary>tokens per message</summary><table class="kb-counts"><tr><th>part</th>'
-        f'<th>tokens</th><th>own text</th><th></th></tr>{rows}<tr><th>total</th><td class="kb-n"><b>'
-        f"{_n(view.total)}</b></td><td></td><td></td></tr></table></details>"
+        f'<details{opened}><summary>tokens per message</summary><table class="kb-counts" style="{_TABLE}"><tr>'
+        f'<th style="{_TD}">part</th><th style="{_TD_N}">tokens</th><th style="{_TD_N}">own text</th>'
+        f'<th style="{_TD}"></th></tr>{rows}<tr><th style="{_TD}">total</th><td class="kb-n" style="{_TD_N}"><b>'
+        f'{_n(view.total)}</b></td><td style="{_TD}"></td><td style="{_TD}"></td></tr></table></details>'
     )
 
 
@@ -164,7 +202,7 @@ def _dropped(view) -> str:
         return ""
     items = "".join(f"<li>{safe.text(m.role.value)}: {safe.text(_short(m))}</li>" for m in view.dropped)
     return (
-        f'<details class="kb-dropped"><summary>kani leaves out {len(view.dropped)} older message(s) to fit the '
+        f'<details class="kb-dropped" style="{_DROPPED}"><summary>kani leaves out {len(view.dropped)} older message(s) to fit the '
         f"context</summary><ol>{items}</ol></details>"
     )
 
@@ -179,7 +217,8 @@ def _did_html(notes, title: str = "what the template did") -> str:
     if not notes:
         return ""
     items = "".join(f'<li class="kb-did-{safe.attr(n.kind)}">{safe.text(n.text)}</li>' for n in notes)
-    return f'<div class="kb-legend">{safe.text(title)}:</div><ul class="kb-did">{items}</ul>'
+    return (f'<div class="kb-legend" style="{_LEGEND}">{safe.text(title)}:</div><ul class="kb-did" style="{_DID}">'
+            f"{items}</ul>")  # fmt: skip
 
 
 def _did_text(notes, title: str = "what the template did") -> list[str]:
@@ -196,18 +235,19 @@ def prompt_html(view, element_id: str) -> str:
         own = f" ({_n(s.content_tokens)} own text)" if s.message_index is not None else ""
         tokens = spans.run(ids, texts, flags, s.start, s.end, runs)
         body.append(
-            f'<div class="kb-seg kb-r-{_role(s.role)}"><div class="kb-seg-h">{safe.text(s.label)} \u00b7 '
-            f'{_n(s.count)} tokens{own}</div><div class="kb-b">{tokens}</div></div>'
+            f'<div class="kb-seg kb-r-{_role(s.role)}" style="{_seg_style(_role(s.role))}"><div class="kb-seg-h" '
+            f'style="{_SEG_H}">{safe.text(s.label)} \u00b7 {_n(s.count)} tokens{own}</div><div class="kb-b" '
+            f'style="{_TOKENS}">{tokens}</div></div>'
         )
-    note = f'<div class="kb-note">{safe.text(view.note)}</div>' if view.note else ""
+    note = f'<div class="kb-note" style="{_NOTE}">{safe.text(view.note)}</div>' if view.note else ""
     mm = "".join(f" \u00b7 {safe.text(r.text)} \u00d7{r.count}" for r in view.placeholder_runs if r.multimodal)
     return (
-        f'<div class="kb-tokens" id="{safe.attr(element_id)}"><style>{CSS}</style>'
-        f'<div class="kb-head"><b>{safe.text(view.title)}</b> \u00b7 {_n(view.total)} tokens \u00b7 '
+        f'<div class="kb-tokens" id="{safe.attr(element_id)}" style="{_BOX}"><style>{CSS}</style>'
+        f'<div class="kb-head" style="{_HEAD}"><b>{safe.text(view.title)}</b> \u00b7 {_n(view.total)} tokens \u00b7 '
         f"{len(view.messages)} messages{mm}</div>{_context_bar(view)}{note}{_did_html(view.template_notes)}"
         f"{_dropped(view)}{_counts_table(view)}"
-        f'<div class="kb-legend">hover a token for its position, id and text \u00b7 <span class="kb-b"><span '
-        f'class="kb-sp">special</span> <span class="kb-tm">template</span> <span>message text</span></span></div>'
+        f'<div class="kb-legend" style="{_LEGEND}">hover a token for its position, id and text \u00b7 '
+        f'<span class="kb-b">{_LEGEND_TOKENS}</span></div>'
         f"{''.join(body)}</div>"
     )
 
@@ -294,7 +334,8 @@ def comparison_html(cmp, element_id: str) -> str:
             if i2 - i1 > 3 * _KEEP:
                 out.append(spans.run(a.token_ids, a._texts, a._flags, i1, i1 + _KEEP, ra))
                 out.append(
-                    f'<details><summary>\u2026 {_n(i2 - i1 - 2 * _KEEP)} equal tokens</summary><div class="kb-b">'
+                    f'<details><summary>\u2026 {_n(i2 - i1 - 2 * _KEEP)} equal tokens</summary><div class="kb-b" '
+                    f'style="{_TOKENS}">'
                     f"{spans.run(a.token_ids, a._texts, a._flags, i1 + _KEEP, i2 - _KEEP, ra)}</div></details>"
                 )
                 out.append(spans.run(a.token_ids, a._texts, a._flags, i2 - _KEEP, i2, ra))
@@ -309,11 +350,12 @@ def comparison_html(cmp, element_id: str) -> str:
     la, lb = (safe.text(x) for x in cmp.labels)
     verdict = "identical" if cmp.same else f"{_n(changed)} tokens differ"
     return (
-        f'<div class="kb-tokens kb-compare" id="{safe.attr(element_id)}"><style>{CSS}</style>'
-        f'<div class="kb-head kb-b"><span class="kb-del">A</span> <b>{la}</b>: {_n(a.total)} tokens \u00b7 '
-        f'<span class="kb-ins">B</span> <b>{lb}</b>: {_n(b.total)} tokens \u00b7 {verdict}</div>'
+        f'<div class="kb-tokens kb-compare" id="{safe.attr(element_id)}" style="{_BOX}"><style>{CSS}</style>'
+        f'<div class="kb-head kb-b" style="{_HEAD}">{_token("", "kb-del", "only in A: struck through", "A")} <b>'
+        f'{la}</b>: {_n(a.total)} tokens \u00b7 {_token("", "kb-ins", "only in B: underlined", "B")} <b>{lb}</b>: '
+        f"{_n(b.total)} tokens \u00b7 {verdict}</div>"
         f"{_did_html(a.template_notes, f'A: {cmp.labels[0]}')}{_did_html(b.template_notes, f'B: {cmp.labels[1]}')}"
-        f'{_side_by_side(cmp)}<div class="kb-b">{"".join(out)}</div></div>'
+        f'{_side_by_side(cmp)}<div class="kb-b" style="{_TOKENS}">{"".join(out)}</div></div>'
     )
 
 
@@ -332,15 +374,18 @@ def _rows(cmp) -> list[tuple[str, str, int | None, int | None]]:
 
 def _side_by_side(cmp) -> str:
     body = "".join(
-        f'<tr class="kb-r-{_role(role)}"><td>{safe.text(label)}</td><td class="kb-n">{"" if x is None else _n(x)}</td>'
-        f'<td class="kb-n">{"" if y is None else _n(y)}</td><td class="kb-n">{_delta(x, y)}</td></tr>'
+        f'<tr class="kb-r-{_role(role)}"><td style="{_TD}">{safe.text(label)}</td><td class="kb-n" style="{_TD_N}">'
+        f'{"" if x is None else _n(x)}</td><td class="kb-n" style="{_TD_N}">{"" if y is None else _n(y)}</td>'
+        f'<td class="kb-n" style="{_TD_N}">{_delta(x, y)}</td></tr>'
         for role, label, x, y in _rows(cmp)
     )
     la, lb = (safe.text(x) for x in cmp.labels)
     return (
-        f'<details open><summary>tokens per message</summary><table class="kb-counts"><tr><th>part</th><th>A: {la}'
-        f'</th><th>B: {lb}</th><th>B\u2212A</th></tr>{body}<tr><th>total</th><td class="kb-n">{_n(cmp.a.total)}'
-        f'</td><td class="kb-n">{_n(cmp.b.total)}</td><td class="kb-n">{_delta(cmp.a.total, cmp.b.total)}</td></tr>'
+        f'<details open><summary>tokens per message</summary><table class="kb-counts" style="{_TABLE}"><tr>'
+        f'<th style="{_TD}">part</th><th style="{_TD_N}">A: {la}</th><th style="{_TD_N}">B: {lb}</th>'
+        f'<th style="{_TD_N}">B\u2212A</th></tr>{body}<tr><th style="{_TD}">total</th><td class="kb-n" '
+        f'style="{_TD_N}">{_n(cmp.a.total)}</td><td class="kb-n" style="{_TD_N}">{_n(cmp.b.total)}</td>'
+        f'<td class="kb-n" style="{_TD_N}">{_delta(cmp.a.total, cmp.b.total)}</td></tr>'
         f"</table></details>"
     )
 
