@@ -299,12 +299,24 @@ def html_audit():
     """A checker for HTML that shows untrusted text: returns the problems found (an empty list when safe).
 
     Call it as ``html_audit(html, tags={...}, css=...)``: every element must be one of ``tags``; attributes only
-    ``class``, ``id``, ``title``, ``open`` and ``style`` (the latter only ``width:N%``); no event handler, URL
+    ``class``, ``id``, ``title``, ``open`` and ``style`` (only properties an untrusted notebook keeps,
+    :data:`kanibook.render.safe.UNTRUSTED_CSS`, with plain values: no ``url()``, ``expression``); no event handler, URL
     attribute, ``<script>``, ``<img>`` or ``<iframe>``; ``<style>`` elements only with exactly ``css``; no raw control
     characters or Unicode direction overrides anywhere in the markup.
     """
     import re
     from html.parser import HTMLParser
+
+    from kanibook.render.safe import UNTRUSTED_CSS
+
+    def _plain_style(style: str) -> bool:
+        for decl in filter(None, style.split(";")):
+            name, _, value = decl.partition(":")
+            if name.strip() not in UNTRUSTED_CSS or not re.fullmatch(r"[#%.,()\w\s/'-]+", value.strip()):
+                return False
+            if re.search(r"url\(|expression|javascript", value, re.I):
+                return False
+        return True
 
     def audit(html: str, *, tags: set[str], css: str | None = None) -> list[str]:
         problems: list[str] = []
@@ -318,7 +330,7 @@ def html_audit():
                 for name, value in attrs:
                     if name not in {"class", "id", "title", "open", "style"}:
                         problems.append(f"attribute {name}={value!r} on <{tag}>")
-                    elif name == "style" and not re.fullmatch(r"width:[0-9.]+%", value or ""):
+                    elif name == "style" and not _plain_style(value or ""):
                         problems.append(f"style {value!r}")
 
             def handle_endtag(self, tag):

@@ -14,7 +14,7 @@ from kanibook.probs.record import Alternative, Distribution, ReplyProbs, TokenPr
 from kanibook.render.probs import CSS
 
 MESSAGES = [ChatMessage.user("Tell me about dragons.")]
-TAGS = {"div", "span", "b", "style", "table", "caption", "tr", "th", "td"}
+TAGS = {"div", "span", "b", "kbd", "style", "table", "caption", "tr", "th", "td"}
 
 
 def _complete(engine, run_async, **hp):

@@ -10,7 +10,14 @@ from kanibook.prompt.tokens import SPECIAL, TEMPLATE
 from kanibook.prompt.view import PromptComparison, PromptView, Segment
 from kanibook.render.tokens import CSS, prompt_text
 
-TAGS = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
+TAGS = {"div", "span", "kbd", "del", "ins", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li",
+        "ul"}  # fmt: skip
+TOKEN = re.compile(r'<kbd(?: class="([^"]*)")? style="[^"]*" title="([^"]*)">(.*?)</kbd>', re.S)
+
+
+def tokens_of(html: str) -> list[tuple[str, str, str]]:
+    """(classes, title, inner HTML) of every token box."""
+    return TOKEN.findall(html)
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -46,24 +53,33 @@ def html_of(obj) -> str:
 def test_deterministic_with_an_element_id():
     a, b = make_view(["Hello", " world"]), make_view(["Hello", " world"])
     assert html_of(a) == html_of(b)
-    assert html_of(a).startswith('<div class="kb-tokens" id="kb-x"><style>')
+    assert html_of(a).startswith('<div class="kb-tokens" id="kb-x" style="')
     assert html_of(a).count("<style>") == 1 and "<script" not in html_of(a)
     assert html_of(make_view(["x"], element_id=None)) != html_of(make_view(["x"], element_id=None))  # random ids
 
 
 def test_each_token_a_box_with_position_id_and_text_on_hover():
     html = html_of(make_view(["Hi", " there", "\n"]))
-    assert '<span title="#0 \u00b7 id 100 \u00b7 &quot;Hi&quot;">Hi</span>' in html
-    assert '<span title="#1 \u00b7 id 101 \u00b7 &quot; there&quot;">\u00b7there</span>' in html  # visible space
-    assert '<span title="#2 \u00b7 id 102 \u00b7 &quot;\\n&quot;">\u21b5\n</span>' in html  # visible newline
-    assert html.count("<span title=") == 3
+    body = html.split("</span></div>")[-1]  # after the legend
+    assert tokens_of(body) == [
+        ("", "#0 \u00b7 id 100 \u00b7 &quot;Hi&quot;", "Hi"),
+        ("", "#1 \u00b7 id 101 \u00b7 &quot; there&quot;", "\u00b7there"),  # visible space
+        ("", "#2 \u00b7 id 102 \u00b7 &quot;\\n&quot;", "\u21b5\n"),  # visible newline
+    ]
+    box = re.search(r'<kbd style="([^"]*)" title="#0', html).group(1)
+    assert "border:1px solid" in box and "display:inline" in box  # a box even where <style> is removed
 
 
 def test_special_template_and_continuation_tokens_are_marked():
     html = html_of(make_view(["<s>", "[INST]", "x", ""], [SPECIAL | TEMPLATE, TEMPLATE, 0, 0]))
-    assert '<span class="kb-sp" title="#0' in html
-    assert '<span class="kb-tm" title="#1' in html
-    assert '<span class="kb-ct" title="#3 \u00b7 id 103 \u00b7 &quot;&quot;">\u2026</span>' in html
+    body = html.split("</span></div>")[-1]
+    toks = tokens_of(body)
+    assert [(c, inner) for c, _, inner in toks] == [
+        ("kb-sp", "<b>&lt;s&gt;</b>"), ("kb-tm", "[INST]"), ("", "x"), ("kb-ct", "\u2026")
+    ]  # fmt: skip
+    styles = re.findall(r'<kbd(?: class="[^"]*")? style="([^"]*)" title="#', body)
+    assert len(set(styles)) == 4  # special, template, text and an empty token each look different
+    assert "dashed" in styles[1] and "font-weight:600" in styles[0] and "opacity:0.5" in styles[3]
     text = prompt_text(make_view(["<s>", "[INST]", "x"], [SPECIAL, TEMPLATE, 0]))
     assert "\u27e6<s>\u27e7|[INST]|x" in text
 
@@ -76,19 +92,21 @@ def test_placeholder_runs_collapse_into_one_box():
         (1, 16, 101, "<image>", True)
     ]
     html = html_of(view)
-    assert html.count("&lt;image&gt; \u00d716</span>") == 1
+    assert html.count("&lt;image&gt; \u00d716</b></kbd>") == 1
     assert 'title="#1\u2013#16 \u00b7 id 101 \u00b7 &quot;&lt;image&gt;&quot; \u00d7 16"' in html
     assert "\u27e6<image>\u27e7\u00d716" in prompt_text(view)
 
 
 def test_context_bar_fits_and_overflows():
     fits = html_of(make_view(["a"] * 10, context_size=100, reply_tokens=20))
-    widths = [float(w) for w in re.findall(r'style="width:([0-9.]+)%"', fits)]
+    widths = [float(w) for w in re.findall(r'style="display:block;height:100%;width:([0-9.]+)%', fits)]
     assert widths and abs(sum(widths) - 30.0) < 0.01  # 10 prompt + 20 reply room of 100
-    assert 'class="kb-bar"' in fits and "70 free" in fits
+    assert 'class="kb-bar" style="display:flex' in fits and "70 free" in fits
+    assert "background:#2471a3" in fits  # the user's colour, on the element itself
     over = make_view(["a"] * 10, context_size=20, reply_tokens=20)
     assert over.free == -10
-    assert 'class="kb-bar kb-over"' in html_of(over) and "<b>10 over</b>" in html_of(over)
+    assert 'class="kb-bar kb-over" style="' in html_of(over) and "<b>10 over</b>" in html_of(over)
+    assert "border:1px solid #c0392b" in html_of(over)
     assert "10 OVER" in prompt_text(over)
     assert 'class="kb-bar' not in html_of(make_view(["a"], context_size=None))
 
@@ -99,7 +117,7 @@ def test_dropped_messages_and_counts():
     html = html_of(view)
     assert "kani leaves out 2 older message(s)" in html and "<li>user: old question</li>" in html
     assert view.counts() == {"#1 system": 2, "#2 user": 2} and view.total == 4
-    assert "<td>#2 user</td>" in html
+    assert ">#2 user</td>" in html
     assert repr(view) == "<PromptView 4 tokens of 1000, 2 messages, 2 dropped>"
 
 
@@ -140,7 +158,10 @@ def test_comparison_marks_only_the_differences():
     b = make_view(["same"] * 100 + ["B-only"])
     cmp = PromptComparison(a, b, ("left", "right"), element_id="c")
     html = html_of(cmp)
-    assert re.findall(r'class="([^"]*kb-(?:del|ins)[^"]*)" title="#\d+', html) == ["kb-sp kb-del", "kb-del", "kb-ins"]
+    marked = [(c, inner) for c, title, inner in tokens_of(html) if "kb-del" in c or "kb-ins" in c]
+    assert marked[2:] == [("kb-sp kb-del", "<del><b>&lt;s&gt;</b></del>"), ("kb-del", "<del>A-only</del>"),
+                          ("kb-ins", "<ins>B-only</ins>")]  # fmt: skip (the first two: the legend's A and B)
+
     assert "\u2026 60 equal tokens" in html  # a long equal run is folded
     assert html.count("<details") == 2  # the counts table and the fold
     text = cmp._repr_mimebundle_()["text/plain"]
