@@ -195,7 +195,7 @@ def test_hostile_strings_stay_text(report, hostile):
     html = report_html(evil, plots=False)
     parsed = parse_html(html)
     assert {tag for tag, _ in parsed.tags} <= {"div", "table", "thead", "tbody", "tr", "th", "td", "em", "strong",
-                                                "details", "summary", "span", "mark", "br"}  # fmt: skip
+                                                "details", "summary", "span", "mark", "br", "wbr"}  # fmt: skip
     assert not any(name.startswith("on") for _, attrs in parsed.tags for name in attrs)
     assert "\u202e" not in html and "\x00" not in html and "\x1b" not in html
     from kanibook.render.safe import clean_chars
