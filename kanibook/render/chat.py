@@ -33,7 +33,15 @@ __all__ = [
 # the panel's look; selectors are the CSS-class contract (kb-*) the panel adds with add_class
 CSS = """
 .kb-chat-panel { border: 1px solid var(--jp-border-color2, #ccc); border-radius: 6px; padding: 6px; }
-.kb-messages { max-height: 480px; overflow-y: auto; }
+.kb-messages-scroll { max-height: 480px; overflow-y: auto !important; overflow-x: hidden; display: block !important; }
+.kb-messages-scroll > *, .kb-messages > *, .kb-messages .widget-box > * { flex-shrink: 0 !important; }
+.kb-messages { overflow: visible !important; overflow-anchor: none; }
+.kb-scroll-anchor { overflow-anchor: auto; height: 1px; min-height: 1px; margin: 0; }
+.kb-controls { align-items: center; }
+.kb-probs-toggle { align-items: center; }
+.kb-probs-toggle input[type="checkbox"] { margin: 0 4px 0 0; align-self: center; }
+.kb-probs-toggle label, .kb-probs-toggle .widget-label-basic { line-height: 1; align-self: center; }
+
 .kb-msg { border-radius: 6px; padding: 2px 8px; margin: 3px 0; }
 .kb-msg .widget-html-content { white-space: normal; line-height: 1.45; }
 .kb-msg-user { background: rgba(33, 150, 243, 0.10); border-left: 3px solid #2196f3; }

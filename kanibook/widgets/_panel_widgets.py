@@ -37,8 +37,15 @@ class PanelWidgets:
         self.settings = GenerationSettings(**settings)
         self.title = widgets.HTML(f"<b>{render.status_line(heading)}</b>")
         self.context_meter = _classed(widgets.HTML(render.context_meter(None, None)), "kb-context-meter")
-        self.message_box = _classed(
-            widgets.VBox([], layout=widgets.Layout(max_height="480px", overflow="auto")), "kb-messages"
+        #: The messages, in order (a plain column: every message keeps its natural height).
+        self.message_box = _classed(widgets.VBox([]), "kb-messages")
+        #: What scrolls: the message list, then a 1-px anchor. The browser's scroll anchoring holds on to the anchor
+        #: while it is in view (the reader is at the bottom), so the list follows the newest token; once the reader
+        #: scrolls up the anchor is out of view and nothing moves (CSS only: ipywidgets has no scroll API).
+        self.scroll_anchor = _classed(widgets.HTML(""), "kb-scroll-anchor")
+        self.message_scroller = _classed(
+            widgets.VBox([self.message_box, self.scroll_anchor], layout=widgets.Layout(max_height="480px")),
+            "kb-messages-scroll",
         )
         self.input = _classed(
             widgets.Text(placeholder="Type a message, press Enter to send", layout=widgets.Layout(flex="1 1 auto")),
@@ -92,23 +99,28 @@ class PanelWidgets:
         )
         self.settings_accordion = widgets.Accordion([settings_box], titles=("Settings",), selected_index=None)
         header = widgets.HBox([self.title, self.context_meter], layout=widgets.Layout(justify_content="space-between"))
-        controls = widgets.HBox(
-            [
-                self.input,
-                self.send_button,
-                self.stop_button,
-                self.regenerate_button,
-                self.clear_button,
-                self.probs_toggle,
-            ]
+        controls = _classed(
+            widgets.HBox(
+                [
+                    self.input,
+                    self.send_button,
+                    self.stop_button,
+                    self.regenerate_button,
+                    self.clear_button,
+                    self.probs_toggle,
+                ],
+                layout=widgets.Layout(align_items="center"),
+            ),
+            "kb-controls",
         )
         self.widget = _classed(
             widgets.VBox(
                 [
                     widgets.HTML(render.style_block()),
                     header,
-                    self.message_box,
+                    self.message_scroller,
                     controls,
+
                     self.status_widget,
                     self.settings_accordion,
                 ]

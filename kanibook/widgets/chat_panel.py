@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import transcript
+from .._names import model_display_name
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError, check_text
 from ..render import chat as render
@@ -86,7 +87,7 @@ class ChatPanel(PanelProbs, PanelConversation, PanelWidgets):
         self._task: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
         self._stop_requested = False
-        heading = title if title is not None else f"Chat · {type(self.engine).__name__}"
+        heading = title if title is not None else f"Chat · {engine_name(self.engine)}"
         super().__init__(
             heading,
             ai.system_prompt or "",
@@ -342,6 +343,17 @@ class ChatPanel(PanelProbs, PanelConversation, PanelWidgets):
         view.finish(message, stopped=True)
 
 
+def engine_name(engine) -> str:
+    """The model an engine runs, as a person knows it (a folder's own name, a Hub id, a served model's name); the
+    engine's class only when it names no model."""
+    for attr in ("model_id", "model"):
+        value = getattr(engine, attr, None)
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            return model_display_name(value)
+    inner = getattr(engine, "engine", None)  # a kani WrapperEngine
+    return engine_name(inner) if inner is not None and inner is not engine else type(engine).__name__
+
+
 def _require_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
@@ -367,8 +379,10 @@ def chat(
 ) -> ChatPanel:
     """Open a chat panel in one call.
 
-    :param target: None (the embedded demo model), a model id or local folder (loaded with :func:`kanibook.load`),
-        any kani engine, or an existing ``kani.Kani`` (its history, system prompt and functions are used).
+    :param target: None: the notebook's current conversation, the one ``%%chat`` and ``%kani`` use (its model is
+        loaded only if none is: the embedded demo model, or the one ``%kani load`` chose); a model id or local folder
+        (loaded with :func:`kanibook.load`), any kani engine, or an existing ``kani.Kani`` (its history, system
+        prompt and functions are used).
     :param system_prompt: The system prompt (for a ``Kani``: replaces its own).
     :param hyperparams: Extra generation keyword arguments for every round (e.g. ``{"min_new_tokens": 8}``).
     :param max_new_tokens: Initial "max new tokens" setting.
@@ -378,13 +392,19 @@ def chat(
     :param max_updates_per_second: The most updates of a streaming reply per second.
     :param export_dir: Where the export buttons write files (default: the current directory).
     :param title: The panel's heading.
-    :param load_kwargs: Passed to :func:`kanibook.load` when ``target`` is None or a model id.
+    :param load_kwargs: Passed to :func:`kanibook.load` when ``target`` is a model id (with ``target=None`` they
+        load the demo model afresh, for this panel alone).
     """
     from kani import Kani
     from kani.engines.base import BaseEngine
 
+    if target is None and not load_kwargs:  # as %kani chat: the notebook's conversation, one model in the process
+        from ..session import current_session
+
+        ai = target = current_session().kani
     if isinstance(target, Kani):
         ai = target
+
     elif isinstance(target, BaseEngine):
         ai = Kani(target, system_prompt=system_prompt)
     elif target is None or isinstance(target, (str, os.PathLike)):

@@ -516,3 +516,38 @@ def test_stop_right_after_send_leaves_the_panel_usable(demo_engine, run_async, n
     assert [m.role.value for m in panel.kani.chat_history] == ["user", "assistant"] * 2 and panel.status == "ready"
     assert panel.kani.chat_history[2].text == "Hello again"
     assert not demo_engine.is_generating
+
+
+# ---- issue 17: the panel names its model, and chat() opens on the notebook's conversation ----
+
+
+def test_header_names_the_model(demo_engine):
+    from kanibook._names import model_display_name
+
+    panel = kanibook.chat(Kani(demo_engine))
+    assert f"Chat · {model_display_name(demo_engine.model_id)}" in panel.title.value
+    assert "KanibookEngine" not in panel.title.value
+    panel.close()
+    scripted = kanibook.chat(ScriptedEngine([]))  # an engine that names no model: its class
+    assert "Chat · ScriptedEngine" in scripted.title.value
+    scripted.close()
+
+
+def test_chat_without_argument_opens_the_notebooks_conversation(ip, current, monkeypatch):
+    import kanibook.engine
+
+    def no_second_model(*args, **kwargs):
+        raise AssertionError("chat() loaded a second model")
+
+    monkeypatch.setattr(kanibook.engine, "load", no_second_model)
+    session = current(ScriptedEngine(["Paris, of course."]))
+    ip.run_cell_magic("chat", "", "Where is the Louvre?")
+    panel = kanibook.chat()
+    assert panel.kani is session.kani and panel.engine is session.engine
+    assert [(v.role, v.message.text) for v in panel.messages[-2:]] == [
+        ("user", "Where is the Louvre?"), ("assistant", "Paris, of course.")
+    ]  # fmt: skip
+    panel.close()
+    with_prompt = kanibook.chat(system_prompt="Answer in French.")
+    assert with_prompt.kani is session.kani and session.kani.system_prompt == "Answer in French."
+    with_prompt.close()
