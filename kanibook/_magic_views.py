@@ -33,9 +33,29 @@ class _DisplayStream:
     def update(self, text: str) -> None:
         self._handle.update(ReplyView(text))
 
-    def finish(self, result) -> None:
-        self._handle.update(ReplyView(result.text, done=True, stopped=result.stopped, stats=result.stats,
-                                      error=result.error))  # fmt: skip
+    def finish(self, result, probs=None) -> None:
+        """The finished reply replaces what streamed; with ``probs`` (``%%chat --probs``) the coloured reply takes
+        its place (shown once, not the Markdown reply and then the coloured one)."""
+        reply = ReplyView(result.text, done=True, stopped=result.stopped, stats=result.stats, error=result.error)
+        self._handle.update(reply if probs is None else _WithFooter(probs, reply.footer()))
+
+
+class _WithFooter:
+    """A view (the probabilities of a reply) followed by the turn's figures line."""
+
+    def __init__(self, view, footer: str):
+        self.view, self.footer = view, footer
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .render import safe
+
+        bundle = self.view._repr_mimebundle_()
+        bundle = bundle[0] if isinstance(bundle, tuple) else dict(bundle)
+        if self.footer:
+            bundle["text/plain"] = f"{bundle.get('text/plain', '')}\n\n[{self.footer}]"
+            bundle["text/html"] = (f"{bundle.get('text/html', '')}<div class=\"kb-figures\" style=\""
+                                   f"{safe.css(opacity='0.7', font_size='smaller')}\">{safe.text(self.footer)}</div>")  # fmt: skip
+        return bundle
 
 
 class _TerminalStream:
@@ -55,11 +75,14 @@ class _TerminalStream:
         self._shown = text
         print(new, end="", flush=True)
 
-    def finish(self, result) -> None:
+    def finish(self, result, probs=None) -> None:
         if not result.error:
             self.update(result.text)
         footer = ReplyView(result.text, done=True, stopped=result.stopped, stats=result.stats).footer()
         print("\n" + footer if footer else "", flush=True)
+        if probs is not None:  # the text streamed already: the probabilities follow it
+            self.show(probs)
+
 
 
 class ReplyView:

@@ -229,18 +229,20 @@ class KaniMagics(Magics):
             view.show(MediaView(media, captions))
         view.start()
         result = session.send(message, media=media or None, on_text=view.update, **hyperparams)
-        view.finish(result)
-        if args.probs and not probs:
-            print("probabilities: not available for this engine")
-        elif probs and not result.error and session.history and session.history[-1].role.value == "assistant":
-            from IPython.display import display
-
+        coloured, unrecorded = None, None
+        if probs and not result.error and session.history and session.history[-1].role.value == "assistant":
             from .probs.view import show_reply
 
             try:
-                display(show_reply(session.kani))
+                coloured = show_reply(session.kani)
             except KanibookError as e:  # e.g. a reply cancelled before it finished: nothing was recorded
-                print(e)
+                unrecorded = str(e)
+        view.finish(result, probs=coloured)  # the coloured reply replaces the streamed one: shown once
+        if args.probs and not probs:
+            print("probabilities: not available for this engine")
+        elif unrecorded:
+            print(unrecorded)
+
         if result.error:
             kept = "" if "kept" in result.error else " (your message is kept in the conversation)"
             raise UsageError(f"The reply failed: {result.error}{kept}")

@@ -192,7 +192,13 @@ def test_chat_magic_probs_shows_the_coloured_reply(ip, session):
         ip.run_cell_magic("chat", "--probs --max-new-tokens 8 --temperature 0", "Tell me about dragons.")
     html = [o.data.get("text/html", "") for o in captured.outputs]
     assert any("kb-tok" in h and "probability of the chosen token" in h for h in html)
+    # shown once: one output area, streamed into, whose last state is the coloured reply with the turn's figures
+    assert [bool(getattr(o, "update", False)) for o in captured.outputs][0] is False
+    assert sum(not getattr(o, "update", False) for o in captured.outputs) == 1, [h[:80] for h in html]
+    assert "kb-tok" in html[-1] and "kb-figures" in html[-1] and "tokens/s" in html[-1]
+    assert "kb-chat-output" not in html[-1]  # the Markdown reply is gone, not shown above the coloured one
     probs = kanibook.show_reply(session).probs
+
     assert len(probs) == 8 and probs.text.strip() == session.history[-1].text
 
 
