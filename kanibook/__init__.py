@@ -10,6 +10,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_names
+from ._quiet_logs import quiet_notices
 from .exceptions import KanibookError
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 # kani's optional audio support imports pydub, which warns at import time when ffmpeg is absent; kanibook never
 # asks pydub for ffmpeg, so the warning is only noise in a notebook's first output.
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+quiet_notices()  # libraries' one-line notices about kanibook's own offline set-up go to DEBUG (see _quiet_logs)
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
