@@ -86,15 +86,18 @@ def _header(*names: str) -> str:
     return f"<tr>{cells}</tr>"
 
 
-def _bar(used: int | None, total: int | None, width_px: int = 120) -> str:
-    """A small horizontal bar (inline styles only, nothing that can leave its box)."""
+def _bar(used: int | None, total: int | None, label: str, width_px: int = 120) -> str:
+    """A small horizontal bar (inline styles only, nothing that can leave its box), then what it shows in words on
+    the page (``12% of system total``), not only in its hover title."""
     if not used or not total or total <= 0:
         return ""
     share = max(0.0, min(1.0, used / total))
+    words = f"{share:.1%} {label}"
     return (
         f'<span style="display:inline-block; width:{width_px}px; height:8px; background:rgba(127,127,127,0.25); '
-        f'vertical-align:middle; border-radius:2px; overflow:hidden;" title="{safe.attr(f"{share:.1%}")}">'
+        f'vertical-align:middle; border-radius:2px; overflow:hidden;" title="{safe.attr(words)}">'
         f'<span style="display:block; height:100%; width:{share * 100:.1f}%; background:#4a90d9;"></span></span>'
+        f' <span class="kb-memory-bar-label" style="{_MUTED}">{safe.text(words)}</span>'
     )
 
 
@@ -110,7 +113,7 @@ def report_html(report: MemoryReport, element_id: str | None = None) -> str:
     """The HTML of a :class:`~kanibook.memory_view.MemoryReport`."""
     parts = [f'<div style="{_HEAD}">Memory{_model_suffix_html(report.model_name)}</div>']
     if report.devices:
-        rows = [_header("CUDA device", "name", "allocated", "reserved", "peak allocated", "total", "")]
+        rows = [_header("CUDA device", "name", "allocated", "reserved", "peak allocated", "total", "reserved / total")]
         for d in report.devices:
             rows.append(
                 "<tr>"
@@ -120,14 +123,14 @@ def report_html(report: MemoryReport, element_id: str | None = None) -> str:
                 + _bytes_cell(d.reserved)
                 + _bytes_cell(d.peak_allocated)
                 + _bytes_cell(d.total)
-                + f'<td style="{_LEFT}">{_bar(d.reserved, d.total)}</td></tr>'
+                + f'<td style="{_LEFT}">{_bar(d.reserved, d.total, "of the device, reserved")}</td></tr>'
             )
         parts.append(f'<table style="{_TABLE}">{"".join(rows)}</table>')
     if report.cuda_note:
         parts.append(f'<div style="{_MUTED}">{safe.text(report.cuda_note)}</div>')
     p = report.process
     if p is not None:
-        rows = [_header("process", "resident (RSS)", "peak RSS", "system available", "system total", "")]
+        rows = [_header("process", "resident (RSS)", "peak RSS", "system available", "system total", "RSS / system total")]
         rows.append(
             "<tr>"
             + _cell("this kernel", left=True)
@@ -135,7 +138,8 @@ def report_html(report: MemoryReport, element_id: str | None = None) -> str:
             + _bytes_cell(p.peak_rss)
             + _bytes_cell(p.system_available)
             + _bytes_cell(p.system_total)
-            + f'<td style="{_LEFT}">{_bar(p.rss, p.system_total)}</td></tr>'
+            + f'<td style="{_LEFT}">{_bar(p.rss, p.system_total, "of the system total, resident")}</td></tr>'
+
         )
         parts.append(f'<table style="{_TABLE}">{"".join(rows)}</table>')
     if report.weights_note:

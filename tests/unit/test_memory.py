@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import importlib
+import re
 import subprocess
 import sys
 
@@ -216,6 +217,13 @@ def test_report_shows_the_numbers_formatted():
     assert "NVIDIA H100 80GB HBM3" in text and "bfloat16" in html_out and "(bf16)" in text
     assert 'id="mem-1"' in html_out and html_out == _report()._repr_html_()  # deterministic
     assert "100.0%" in html_out  # the bf16 group's share (the 256-byte buffer rounds away)
+    # each bar says on the page what it shows (its header and a label beside it), not only in a hover title
+    assert "<th" in html_out and ">RSS / system total</th>" in html_out and ">reserved / total</th>" in html_out
+    labels = re.findall(r'<span class="kb-memory-bar-label"[^>]*>([^<]*)</span>', html_out)
+    assert [re.sub(r"^[0-9.]+% ", "", label) for label in labels] == ["of the device, reserved",
+                                                                      "of the system total, resident"]  # fmt: skip
+    assert all(re.match(r"[0-9]+\.[0-9]% ", label) for label in labels)
+
 
 
 def test_report_explains_weights_not_yet_resident():
