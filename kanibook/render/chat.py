@@ -39,8 +39,8 @@ CSS = """
 .kb-scroll-anchor { overflow-anchor: auto; height: 1px; min-height: 1px; margin: 0; }
 .kb-controls { align-items: center; }
 .kb-probs-toggle { align-items: center; }
-.kb-probs-toggle input[type="checkbox"] { margin: 0 4px 0 0; align-self: center; }
-.kb-probs-toggle label, .kb-probs-toggle .widget-label-basic { line-height: 1; align-self: center; }
+.kb-probs-toggle .widget-label-basic { display: inline-flex; align-items: center; gap: 4px; }
+.kb-probs-toggle .widget-label-basic input[type="checkbox"] { margin: 0; vertical-align: middle; }
 
 .kb-msg { border-radius: 6px; padding: 2px 8px; margin: 3px 0; }
 .kb-msg .widget-html-content { white-space: normal; line-height: 1.45; }

@@ -30,6 +30,8 @@ _BOX = safe.css(font_family="system-ui, -apple-system, 'Segoe UI', sans-serif", 
                 max_width="100%", overflow_x="auto")  # fmt: skip
 _CELL = safe.css(padding="2px 8px", text_align="right", white_space="nowrap", border_bottom="1px solid #80808040")
 _LEFT = safe.css(padding="2px 8px", text_align="left", white_space="nowrap", border_bottom="1px solid #80808040")
+_TH = safe.css(padding="2px 8px", text_align="right", white_space="normal", border_bottom="1px solid #80808040",
+               vertical_align="bottom")  # fmt: skip
 _WRAP = safe.css(padding="2px 8px", text_align="left", white_space="pre-wrap", border_bottom="1px solid #80808040")
 _MUTED = safe.css(opacity="0.7")
 _SMALL = safe.css(font_size="smaller", opacity="0.7")
@@ -226,7 +228,7 @@ def _one_table(report: QuantReport, keys: tuple[str, ...], cls: str, *, unavaila
                                  f"{format_bytes(start) if start is not None else '?'} held before the first load",
               "peak_memory_bytes": "highest memory reading of the whole process while the setting ran (includes "
                                    "whatever else the process holds)"}  # fmt: skip
-    head = "".join(f'<th style="{_CELL}" title="{safe.attr(titles.get(k, ""))}">{safe.text(h)}</th>'
+    head = "".join(f'<th style="{_TH}" title="{safe.attr(titles.get(k, ""))}">{safe.text(h)}</th>'
                    for k, h, *_ in cols)  # fmt: skip
     rows = []
     for r in _rows(report):

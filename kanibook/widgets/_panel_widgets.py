@@ -35,7 +35,7 @@ class PanelWidgets:
         self._status = "ready"
         self._heading = heading
         self.settings = GenerationSettings(**settings)
-        self.title = widgets.HTML(f"<b>{render.status_line(heading)}</b>")
+        self.title = _classed(widgets.HTML(f"<b>{render.status_line(heading)}</b>"), "kb-title")
         self.context_meter = _classed(widgets.HTML(render.context_meter(None, None)), "kb-context-meter")
         #: The messages, in order (a plain column: every message keeps its natural height).
         self.message_box = _classed(widgets.VBox([]), "kb-messages")
