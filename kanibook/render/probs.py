@@ -46,7 +46,7 @@ _TOKEN_STYLES = [
     (safe.css(background=bg, color=fg, border_radius="2px", padding="1px 0", cursor="help",
               box_shadow="inset 0 -1px #0002"),
      safe.css(background=bg, color=fg, border_radius="2px", padding="1px 0", cursor="help",
-              box_shadow="inset 0 -1px #0002", text_decoration="underline"))
+              box_shadow="inset 0 -1px #0002", border_bottom="1px dotted #555"))
     for _, bg, fg, _ in BINS
 ]  # fmt: skip
 _CHIP_STYLES = [
@@ -112,7 +112,7 @@ def legend(sampled: bool = False) -> str:
         f'<kbd class="kb-p{i}" style="{_CHIP_STYLES[i]}">{_bold(i, safe.text(label))}</kbd>'
         for i, (*_, label) in enumerate(BINS)
     )
-    extra = " · underlined: sampled from a reshaped distribution" if sampled else ""
+    extra = " · dotted underline: sampled from a reshaped distribution" if sampled else ""
     return f'<div class="kb-plegend" style="{_LEGEND}">probability of the chosen token: {chips}{safe.text(extra)}</div>'
 
 

@@ -15,6 +15,7 @@ Screenshots go to ``test-artifacts/`` (see conftest.py).
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -173,10 +174,10 @@ PANEL_CELLS = [
     "%load_ext kanibook",
     "%kani load",
     "%%chat --max-new-tokens 8 --temperature 0\nWhat is the capital of France?",
-    "import kanibook\npanel = kanibook.chat(max_new_tokens=40, hyperparams={'min_new_tokens': 40})\npanel",
+    "import kanibook\npanel = kanibook.chat(max_new_tokens=24, hyperparams={'min_new_tokens': 24})\npanel",
     (
-        "import gc\nfrom transformers import PreTrainedModel\n"
-        "print('models in the process:', sum(isinstance(o, PreTrainedModel) for o in gc.get_objects()))\n"
+        "import gc\n"  # whole models (a LlamaForCausalLM holds a LlamaModel: count only the outer ones)
+        "print('models in the process:', sum(type(o).__name__.endswith('ForCausalLM') for o in gc.get_objects()))\n"
         "from kanibook.session import current_session\n"
         "print('same conversation:', panel.kani is current_session().kani)"
     ),
@@ -210,6 +211,7 @@ def test_panel_scrolls_follows_and_shares_the_notebooks_model(jupyter_lab, open_
     assert notebook.errors() == []
     outputs = "\n".join(notebook.outputs())
     assert "models in the process: 1" in outputs and "same conversation: True" in outputs, outputs[-800:]
+    assert len(re.findall(r"Loading\W+weights", outputs)) == 1  # chat() loaded nothing: no second progress bar
     panel = notebook.wait_for(".kb-chat-panel", timeout=120)
     title = panel.locator(".kb-title").inner_text()
     assert "KanibookEngine" not in title and "SmolLM2" in title, title  # the header names the model
