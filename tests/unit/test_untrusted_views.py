@@ -197,7 +197,8 @@ def test_lab_report_hostile_text_stays_inert(html_audit):
 
 
 def test_plot_labels_do_not_collide():
-    from kanibook.render.quant import label_offsets, report_figure
+    from kanibook.render.plot_labels import label_offsets
+    from kanibook.render.quant import report_figure
 
     report = _report({"fp32": [0.0] * 5, "fp4": [0.3] * 5, "fp4-dq": [0.3] * 5, "nf4": [0.2] * 5, "nf4-dq": [0.2] * 5})
     for r in report.rows[1:]:  # two pairs at the same place, as fp4/fp4-dq and nf4/nf4-dq are
