@@ -13,12 +13,13 @@ from . import safe
 
 __all__ = ["MediaItem", "media_html", "media_plain", "CSS"]
 
-CSS = (
-    ".kb-media{display:flex;flex-wrap:wrap;gap:8px;margin:4px 0}"
-    ".kb-media-item{margin:0;display:flex;flex-direction:column;align-items:flex-start;font-size:smaller}"
-    ".kb-media-item img{max-width:160px;max-height:160px;border:1px solid #ccc;image-rendering:pixelated}"
-    ".kb-media-item figcaption{opacity:0.75;max-width:240px;overflow-wrap:anywhere}"
-)
+# the look is on the elements (safe.css), so a saved notebook opened untrusted (<style> removed) shows the same row
+# of captioned thumbnails; the <style> only adds what inline styles untrusted cannot (crisp pixels of tiny images)
+CSS = ".kb-media-item img{image-rendering:pixelated}"
+_ROW = safe.css(margin="4px 0")
+_ITEM = safe.css(display="inline-block", vertical_align="top", margin="0 8px 4px 0", font_size="smaller")
+_IMG = safe.css(display="block", max_width="160px", max_height="160px", border="1px solid #ccc")
+_CAPTION = safe.css(opacity="0.75", max_width="240px", overflow_wrap="break-word")
 
 
 class MediaItem(NamedTuple):
@@ -56,11 +57,11 @@ def media_html(items: list[MediaItem], *, with_css: bool = True) -> str:
         if not it.data:
             body = ""
         elif it.kind == "image":
-            body = f'<img src="{src}" alt="{safe.attr(it.label)}" title="{title}">'
+            body = f'<img src="{src}" alt="{safe.attr(it.label)}" title="{title}" style="{_IMG}">'
         else:
             body = f'<audio controls preload="metadata" src="{src}" title="{title}"></audio>'
         caption = safe.text(it.label + (f" \u00b7 {it.caption}" if it.caption else ""))
-        cells.append(f'<figure class="kb-media-item kb-media-{safe.attr(it.kind)}">{body}<figcaption>{caption}'
-                     "</figcaption></figure>")  # fmt: skip
+        cells.append(f'<figure class="kb-media-item kb-media-{safe.attr(it.kind)}" style="{_ITEM}">{body}'
+                     f'<figcaption style="{_CAPTION}">{caption}</figcaption></figure>')  # fmt: skip
     style = f"<style>{CSS}</style>" if with_css else ""
-    return f'{style}<div class="kb-media">{"".join(cells)}</div>'
+    return f'{style}<div class="kb-media" style="{_ROW}">{"".join(cells)}</div>'

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from PIL import Image
 
 from kanibook.render.media import CSS
+from kanibook.render.safe import UNTRUSTED_CSS
 
 __all__ = ["Recorder", "media_audit", "decode_png"]
 
@@ -44,6 +45,11 @@ def media_audit(html: str) -> list[str]:
                 if name == "src":
                     if not re.fullmatch(r"data:(image/png|audio/wav);base64,[A-Za-z0-9+/=]+", value or ""):
                         problems.append(f"src {value[:40]!r}")
+                elif name == "style":  # only what an untrusted notebook keeps, plain values
+                    for decl in filter(None, (value or "").split(";")):
+                        prop, _, val = decl.partition(":")
+                        if prop not in UNTRUSTED_CSS or not re.fullmatch(r"[#%.\w\s-]+", val):
+                            problems.append(f"style {decl!r} on <{tag}>")
                 elif name not in {"class", "alt", "title", "controls", "preload"}:
                     problems.append(f"{name}= on <{tag}>")
 
