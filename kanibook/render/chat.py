@@ -33,10 +33,10 @@ __all__ = [
 # the panel's look; selectors are the CSS-class contract (kb-*) the panel adds with add_class
 CSS = """
 .kb-chat-panel { border: 1px solid var(--jp-border-color2, #ccc); border-radius: 6px; padding: 6px; }
-.kb-messages-scroll { max-height: 480px; overflow-y: auto !important; overflow-x: hidden; display: block !important; }
+.kb-messages-scroll { max-height: 480px; overflow-y: auto !important; overflow-x: hidden;
+                      display: flex !important; flex-direction: column-reverse !important; }
 .kb-messages-scroll > *, .kb-messages > *, .kb-messages .widget-box > * { flex-shrink: 0 !important; }
-.kb-messages { overflow: visible !important; overflow-anchor: none; }
-.kb-scroll-anchor { overflow-anchor: auto; height: 1px; min-height: 1px; margin: 0; }
+.kb-messages { overflow: visible !important; }
 .kb-controls { align-items: center; }
 .kb-probs-toggle { align-items: center; }
 .kb-probs-toggle .widget-label-basic { display: inline-flex; align-items: center; gap: 4px; }

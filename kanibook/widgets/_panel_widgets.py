@@ -39,13 +39,11 @@ class PanelWidgets:
         self.context_meter = _classed(widgets.HTML(render.context_meter(None, None)), "kb-context-meter")
         #: The messages, in order (a plain column: every message keeps its natural height).
         self.message_box = _classed(widgets.VBox([]), "kb-messages")
-        #: What scrolls: the message list, then a 1-px anchor. The browser's scroll anchoring holds on to the anchor
-        #: while it is in view (the reader is at the bottom), so the list follows the newest token; once the reader
-        #: scrolls up the anchor is out of view and nothing moves (CSS only: ipywidgets has no scroll API).
-        self.scroll_anchor = _classed(widgets.HTML(""), "kb-scroll-anchor")
+        #: What scrolls: a column laid out from the bottom (``flex-direction: column-reverse``) around the list. Its
+        #: resting scroll position is the bottom, so while the reader is there the newest token stays in view; once
+        #: they scroll up, the browser keeps what they read in place (CSS only: ipywidgets has no scroll API).
         self.message_scroller = _classed(
-            widgets.VBox([self.message_box, self.scroll_anchor], layout=widgets.Layout(max_height="480px")),
-            "kb-messages-scroll",
+            widgets.VBox([self.message_box], layout=widgets.Layout(max_height="480px")), "kb-messages-scroll"
         )
         self.input = _classed(
             widgets.Text(placeholder="Type a message, press Enter to send", layout=widgets.Layout(flex="1 1 auto")),

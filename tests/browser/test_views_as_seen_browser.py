@@ -188,6 +188,7 @@ _MESSAGES_JS = """() => {
   const msgs = [...scroller.querySelectorAll('.kb-msg')];
   return {
     scrollHeight: scroller.scrollHeight, clientHeight: scroller.clientHeight, scrollTop: scroller.scrollTop,
+    lastBelow: msgs[msgs.length - 1].getBoundingClientRect().bottom - scroller.getBoundingClientRect().bottom,
     msgs: msgs.map(m => {
       const head = m.querySelector('.kb-role') || m.firstElementChild;
       const body = m.querySelector('.kb-body');
@@ -232,7 +233,7 @@ def test_panel_scrolls_follows_and_shares_the_notebooks_model(jupyter_lab, open_
         assert m["text"] > 0 and m["body"] > 10 and m["height"] > m["head"] + 10, m  # text visible
         assert not m["clipped"] and m["bodyScroll"] <= m["body"] + 1, m  # not cut through a line
     # it followed the newest tokens down to the end
-    assert seen["scrollTop"] + seen["clientHeight"] >= seen["scrollHeight"] - 4, seen
+    assert -12 <= seen["lastBelow"] <= 4, seen  # its bottom edge in view (a margin above the list's end)
     notebook.screenshot("panel-three-turns.png", ".kb-chat-panel")
     # the What-if controls of the first reply with probabilities are there when scrolled to
     branch = panel.locator(".kb-msg-assistant .kb-branch").first
@@ -240,7 +241,14 @@ def test_panel_scrolls_follows_and_shares_the_notebooks_model(jupyter_lab, open_
     assert branch.is_visible() and branch.bounding_box()["height"] >= 20
     notebook.screenshot("panel-what-if.png", ".kb-chat-panel")
     # scrolled up by the reader: a new reply streams in below without moving what they read
-    page.evaluate("() => { document.querySelector('.kb-chat-panel .kb-messages-scroll').scrollTop = 0; }")
+    first_top = """() => { const s = document.querySelector('.kb-chat-panel .kb-messages-scroll');
+      return s.querySelector('.kb-msg').getBoundingClientRect().top - s.getBoundingClientRect().top; }"""
+    page.evaluate("() => { const s = document.querySelector('.kb-chat-panel .kb-messages-scroll');"
+                  " s.scrollTop = s.scrollTop - 1e6; }")  # to the top, whatever the scroll origin
+    before = page.evaluate(first_top)
+    assert abs(before) <= 6  # the first message at the top (its margin)
     notebook.send_chat("One more, please.")
     page.wait_for_function(_DONE_JS, arg=5, timeout=120_000)
-    assert page.evaluate("() => document.querySelector('.kb-chat-panel .kb-messages-scroll').scrollTop") <= 2
+    assert abs(page.evaluate(first_top) - before) <= 2  # what they read did not move
+    seen = page.evaluate(_MESSAGES_JS)
+    assert seen["lastBelow"] > 100, seen  # and the new reply is below, out of view until they scroll down
