@@ -57,10 +57,11 @@ def test_placeholder_expansion_count_equals_the_processor(llava_engine):
     shape = "\u00d7".join(str(d) for d in pixels[1:])
     assert [r.media for r in runs] == [f"pixel_values {shape}"] * 2  # what the processor made of each image
     html = view._repr_mimebundle_()["text/html"]
-    assert html.count(f"&lt;image&gt; \u00d7{per_image}</span>") == 2  # one collapsed box per image
-    assert html.count('<details class="kb-run"><summary>') == 2  # ... that opens on a click
-    assert html.count("&lt;image&gt;</span>") == 2 * per_image  # every placeholder token, inside the boxes
-    assert all(part.count("&lt;image&gt;</span>") == per_image for part in html.split("<details class=\"kb-run\">")[1:])
+    assert html.count(f"&lt;image&gt; \u00d7{per_image}</b></kbd>") == 2  # one collapsed box per image
+    assert html.count('<details class="kb-run" style="display:inline"><summary') == 2  # ... that opens on a click
+    assert html.count("&lt;image&gt;</b></kbd>") == 2 * per_image  # every placeholder token, inside the boxes
+    parts = html.split('<details class="kb-run"')[1:]
+    assert all(part.count("&lt;image&gt;</b></kbd>") == per_image for part in parts)
     assert f"\u00d7 {per_image} \u00b7 pixel_values {shape}\"" in html  # the shape on hover
     assert f"\u27e6<image>\u27e7\u00d7{per_image} (pixel_values {shape})" in view._repr_mimebundle_()["text/plain"]
     assert f"&lt;image&gt; \u00d7{per_image}" in html.split("</div>", 1)[0]  # named in the summary line too
@@ -80,5 +81,6 @@ def test_hostile_text_next_to_images(llava_engine, hostile, html_audit):
     messages = [ChatMessage.user([hostile, image("green"), hostile])]
     view = kanibook.show_prompt(llava_engine, messages)
     assert view.token_ids == llava_engine.build_prompt(messages)["input_ids"][0].tolist()
-    tags = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
+    tags = {"div", "span", "kbd", "del", "ins", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol",
+            "ul", "li"}  # fmt: skip
     assert html_audit(view._repr_mimebundle_()["text/html"], tags=tags, css=CSS) == []

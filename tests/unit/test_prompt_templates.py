@@ -20,7 +20,8 @@ import kanibook
 from kanibook.exceptions import KanibookError
 from kanibook.render.tokens import CSS
 
-TAGS = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "ul", "li"}
+TAGS = {"div", "span", "kbd", "del", "ins", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol",
+        "ul", "li"}  # fmt: skip
 
 CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -13,7 +13,8 @@ from kanibook.prompt.segment import segment
 from kanibook.exceptions import KanibookError
 from kanibook.render.tokens import CSS
 
-TAGS = {"div", "span", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol", "li"}
+TAGS = {"div", "span", "kbd", "del", "ins", "style", "details", "summary", "table", "tr", "td", "th", "b", "ol",
+        "ul", "li"}  # fmt: skip
 
 #: A hand-written pipeline for the demo model: no special tokens at all, unlike its ChatML template.
 PIPELINE_KW = dict(
