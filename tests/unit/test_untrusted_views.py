@@ -168,7 +168,7 @@ def test_lab_report_fits_wraps_and_spreads_its_colours():
     more = re.findall(r'<table class="kb-quant-table-more".*?</table>', html, re.S)
     assert len(more) == 3 and all(re.findall(r"<th[^>]*>([^<]*)</th>", t)[0] == "setting" for t in more)
     assert all(len(re.findall(r"<th ", t)) <= 6 for t in more)  # each fits a notebook's width
-    shown = {c[1] for t in (first, *more) for c in COLUMNS_IN(t)}
+    shown = {c[1] for t in (first, *more) for c in _columns_in(t)}
     assert shown >= {"KL p99", "Δp RMS %", "top flips", "load s", "estimate", "peak (process)"}  # every column
     # peak memory: the rise above the start, the start said, not ranked
     assert "600 MB" in first and "minus the 1.50 GB the process held before the first load" in html
@@ -181,7 +181,7 @@ def test_lab_report_fits_wraps_and_spreads_its_colours():
     assert len(alphas) >= n and len({round(a, 1) for a in alphas}) >= 5 and sum(a >= 0.99 for a in alphas) < n / 5
 
 
-def COLUMNS_IN(table: str) -> list[tuple[int, str]]:
+def _columns_in(table: str) -> list[tuple[int, str]]:
     return list(enumerate(re.findall(r"<th[^>]*>([^<]*)</th>", table)))
 
 
