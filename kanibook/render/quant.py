@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ..quant.report import QuantReport
 
-__all__ = ["report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
+__all__ = ["flip_text", "report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
 
 _BOX = (
     "font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: 13px; line-height: 1.4; "
@@ -50,6 +50,7 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
     ("weights_bytes", "weights", _mb, "min", "cost", None),
     ("weights_estimate_bytes", "estimate", _mb, None, "cost", None),
     ("peak_memory_bytes", "peak memory", _mb, "min", "cost", None),
+    ("peak_added_bytes", "peak added", _mb, "min", "cost", None),
     ("load_s", "load s", _f(1), "min", "cost", None),
     ("ttft_s", "first token s", _f(2), "min", "cost", None),
     ("decode_tok_s", "tokens/s", _f(1), "max", "cost", None),
@@ -69,7 +70,7 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
 
 
 #: Columns measured with a clock or from the process's memory: they differ from run to run (a CSS class marks them).
-TIMED = frozenset({"peak_memory_bytes", "load_s", "ttft_s", "decode_tok_s"})
+TIMED = frozenset({"peak_memory_bytes", "peak_added_bytes", "load_s", "ttft_s", "decode_tok_s"})
 
 
 def _best(report: QuantReport) -> dict[str, set[str]]:
@@ -113,8 +114,16 @@ def _machine_line(report: QuantReport) -> str:
     where = m.get("gpu") if m.get("device") == "GPU" else f"{m.get('processor', '?')}, {m.get('cores', '?')} cores"
     bnb = m.get("bitsandbytes") or "not installed"
     total = f"; the whole comparison took {report.total_s:.0f} s" if report.total_s is not None else ""
+    speed = ""
+    if report.repeats:
+        counts = sorted({r["speed_answers"] for r in report.rows if r.get("speed_answers")})
+        n = "/".join(map(str, counts)) or "?"
+        speed = (f" Speed: medians over {n} answers per setting (each prompt answered {report.repeats} times after a "
+                 "warm-up); peak added: the peak while answering minus the memory just before that setting loaded.")
+    dtypes = ", ".join(f"{r['label']} {r['compute_dtype']}" for r in report.rows if r.get("compute_dtype"))
+    dtypes = f" Computed in: {dtypes}." if dtypes else ""
     return (f"Measured on {m.get('device', '?')} ({where}); torch {m.get('torch', '?')}, transformers "
-            f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.")  # fmt: skip
+            f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.{speed}{dtypes}")  # fmt: skip
 
 
 def _release_line(report: QuantReport) -> str:
@@ -126,6 +135,15 @@ def _release_line(report: QuantReport) -> str:
     shown = ", ".join(f"{label} {format_bytes(b)}" for label, b in after if b is not None)
     return (f"Memory after each release ({kind}): {format_bytes(report.start_memory_bytes)} before the first load; "
             f"after {shown}.")  # fmt: skip
+
+
+def flip_text(flip: dict) -> str:
+    """One flip from :meth:`kanibook.QuantReport.flip_details` as text: ``' a'→' the'``, or with ids and
+    probabilities when the two tokens read the same (``' it' #340 41%→' it' #1217 43%``)."""
+    if not flip["same_text"]:
+        return f"{flip['ref_text']!r}→{flip['text']!r}"
+    return (f"{flip['ref_text']!r} #{flip['ref_id']} {100 * flip['ref_p']:.0f}%→{flip['text']!r} #{flip['id']} "
+            f"{100 * flip['p']:.0f}% (two tokens, one text)")  # fmt: skip
 
 
 # ---- text ------------------------------------------------------------------------------------------------------------
@@ -159,9 +177,9 @@ def report_text(report: QuantReport) -> str:
             else:
                 lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     for r in report.rows:
-        flips = report.flips(r["label"]) if not r.get("reference") else []
+        flips = report.flip_details(r["label"]) if not r.get("reference") else []
         if flips:
-            shown = ", ".join(f"{p}: {safe.clean_chars(a)!r}→{safe.clean_chars(b)!r}" for p, a, b in flips[:8])
+            shown = ", ".join(f"{f['position']}: {safe.clean_chars(flip_text(f))}" for f in flips[:8])
             more = f" (+{len(flips) - 8} more)" if len(flips) > 8 else ""
             lines.append(f"top-token flips under {safe.clean_chars(r['label'])}: {shown}{more}")
     for entry in report.answers:
@@ -229,7 +247,7 @@ def _kl_level(kl: float) -> float:
 
 
 def _tops(top: list) -> str:
-    return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p in top)
+    return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p, *_ in top[:2])
 
 
 def _strips_html(report: QuantReport) -> str:
@@ -240,25 +258,28 @@ def _strips_html(report: QuantReport) -> str:
         return ""
     out = ["<div style='font-weight:600;margin-top:8px'>Where the distributions differ</div>",
            "<div style='font-size:smaller;opacity:0.7'>Each token of the reference text, coloured by the KL "
-           "divergence of the prediction <em>of</em> that token (white: below 0.0001 nats; deep red: 1 nat or more); "
-           "underlined: the most probable token flips. Hover for both distributions' top tokens.</div>"]  # fmt: skip
+           "divergence of the prediction <em>of</em> that token (plain: below 0.001 nats; deep red: 1 nat or more); "
+           "underlined: the most probable token flips. Hover a marked token for both distributions' top two.</div>"]  # fmt: skip
     for r in report.rows:
         pos = report.positions.get(r["label"])
         if r.get("reference") or not pos:
             continue
         flipped = {p for p, _, _ in pos["flips"]}
-        spans = [f"<span>{safe.visible(report.tokens[0])}</span>"]
+        spans = [safe.visible(report.tokens[0])]
         for j, kl in enumerate(pos["kl"]):
-            token = report.tokens[j + 1] if j + 1 < len(report.tokens) else ""
-            tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
+            token = safe.visible(report.tokens[j + 1] if j + 1 < len(report.tokens) else "")
+            level = _kl_level(kl)
+            if j not in flipped and level < 0.25:  # below 0.001 nats: plain text, so a saved report stays small
+                spans.append(token)
+                continue
+            tip = (f"{j + 1} · KL {kl:.3g}\n{ref_label}: {_tops(ref['top'][j])}\n"
                    f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
-            style = f"background:rgba(220,40,40,{_kl_level(kl):.2f})"
+            style = f"background:rgba(220,40,40,{level:.2f})"
             if j in flipped:
-                style += ";text-decoration:underline 2px;text-underline-offset:3px"
-            spans.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{safe.visible(token)}'
-                         "</span>")  # fmt: skip
-        flips = report.flips(r["label"])
-        flip_list = "; ".join(f"{p}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
+                style += ";text-decoration:underline 2px"
+            spans.append(f'<span style="{style}" title="{safe.attr(tip)}">{token}</span>')
+        flips = report.flip_details(r["label"])
+        flip_list = "; ".join(f"{f['position']}: {safe.text(flip_text(f))}" for f in flips)
         summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
         out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div style='white-space:pre-wrap;"
                    f"font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.7'>"
