@@ -81,7 +81,8 @@ def compare_quantization(
     text = REFERENCE_TEXT if reference_text is None else str(reference_text)
     lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens, repeats)
     started = time.perf_counter()
-    with _quiet_loading(), progress_bar(len(resolved) * len(_STEPS), "quantization lab", enabled=progress) as bar:
+    steps = len(resolved) * len(_STEPS)
+    with _quiet_loading(), progress_bar(steps, "quantization lab", unit="step", enabled=progress) as bar:
         for setting in resolved:
             lab.run_setting(setting, bar)
     report = lab.report(time.perf_counter() - started)
@@ -122,7 +123,8 @@ class _Lab:
             bar.set_description(f"{setting.label}: quality")
             (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
             row.update(quality.stats)
-            row["compute_dtype"] = "llama.cpp (the file's own format)" if is_native(setting) else compute_dtype_of(engine.model)
+            native = is_native(setting)
+            row["compute_dtype"] = "llama.cpp (the file's own format)" if native else compute_dtype_of(engine.model)
             self.positions[setting.label] = {"kl": quality.kl, "top": top_tokens(scores, self.tokenizer),
                                              "flips": [list(f) for f in quality.flips]}  # fmt: skip
             bar.update(1)

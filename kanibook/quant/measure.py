@@ -77,16 +77,22 @@ def speed(answers: list[dict], before_load: int | None = None) -> dict:
 def compute_dtype_of(model) -> str:
     """The dtype the model's matrix products really run in, read from the loaded layers after a forward pass.
 
-    bitsandbytes' 4-bit layers cast their input to their ``compute_dtype`` (set from the first input when the config
-    left it empty); LLM.int8 layers multiply in 8 bits with outlier columns in the activations' dtype; every other
-    layer computes in its weights' dtype.
+    bitsandbytes' 4-bit layers cast their input to their ``compute_dtype``, except on a CPU with AVX512-BF16, where
+    the first forward pass repacks the weights for a kernel that multiplies in bfloat16 *whatever* ``compute_dtype``
+    says (measured: nf4 with ``compute_dtype=float32`` and with ``bfloat16`` give identical logits there); LLM.int8
+    layers multiply in 8 bits with outlier columns in the activations' dtype; every other layer computes in its
+    weights' dtype.
     """
-    kinds = {type(m).__name__: m for m in model.modules()}
-    four = next((m for name, m in kinds.items() if name in ("Linear4bit", "LinearFP4", "LinearNF4")), None)
-    if four is not None and getattr(four, "compute_dtype", None) is not None:
-        return str(four.compute_dtype).replace("torch.", "")
+    four = next((m for m in model.modules() if type(m).__name__ in ("Linear4bit", "LinearFP4", "LinearNF4")), None)
+    if four is not None:
+        asked = str(getattr(four, "compute_dtype", None)).replace("torch.", "")
+        state = getattr(getattr(four, "weight", None), "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            return f"bfloat16 (bitsandbytes' AVX512-BF16 CPU kernel; compute_dtype {asked} not used)"
+        if asked != "None":
+            return asked
     dtype = _float_dtype(model)
-    if "Linear8bitLt" in kinds:
+    if any(type(m).__name__ == "Linear8bitLt" for m in model.modules()):
         return f"int8 (outliers in {dtype})"
     return dtype
 

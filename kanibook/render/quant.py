@@ -138,12 +138,18 @@ def _release_line(report: QuantReport) -> str:
 
 
 def flip_text(flip: dict) -> str:
-    """One flip from :meth:`kanibook.QuantReport.flip_details` as text: ``' a'→' the'``, or with ids and
-    probabilities when the two tokens read the same (``' it' #340 41%→' it' #1217 43%``)."""
+    """One flip from :meth:`kanibook.QuantReport.flip_details` as text: ``' a'→' the'``; when the two tokens read
+    the same, their ids and the probability of each under both sides (``' it' #357→' it' #282 (one text, two ids;
+    #357/#282: reference 30%/29%, here 29%/29%)``: two different tokens, and here a near tie)."""
     if not flip["same_text"]:
         return f"{flip['ref_text']!r}→{flip['text']!r}"
-    return (f"{flip['ref_text']!r} #{flip['ref_id']} {100 * flip['ref_p']:.0f}%→{flip['text']!r} #{flip['id']} "
-            f"{100 * flip['p']:.0f}% (two tokens, one text)")  # fmt: skip
+
+    def pct(p):
+        return "?" if p is None else f"{100 * p:.1f}%"
+
+    return (f"{flip['ref_text']!r} #{flip['ref_id']}→{flip['text']!r} #{flip['id']} (one text, two ids; "
+            f"#{flip['ref_id']}/#{flip['id']}: reference {pct(flip['ref_p'])}/{pct(flip['ref_p_of_other'])}, "
+            f"here {pct(flip['p_of_ref'])}/{pct(flip['p'])})")  # fmt: skip
 
 
 # ---- text ------------------------------------------------------------------------------------------------------------
@@ -250,41 +256,59 @@ def _tops(top: list) -> str:
     return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p, *_ in top[:2])
 
 
+#: The strips' colours as classes (8 levels of KL; underlined: a flip), so that a saved report stays small: a
+#: sanitizer that drops ``<style>`` loses the colours, never the text.
+_STRIP_CSS = "".join(f".kb-quant-strips .kq{i}{{background:rgba(220,40,40,{i / 7:.2f})}}" for i in range(1, 8)) + \
+    ".kb-quant-strips .kqf{text-decoration:underline 2px}"  # fmt: skip
+
+
 def _strips_html(report: QuantReport) -> str:
-    """Per setting, the reference text's tokens coloured by KL; hover for both distributions' top tokens."""
+    """Per setting, the reference text's tokens coloured by KL (runs of one colour in one span); hover a flipped
+    token for both distributions' top two."""
     ref_label = report.reference["label"]
     ref = report.positions.get(ref_label)
     if not ref or not report.tokens:
         return ""
-    out = ["<div style='font-weight:600;margin-top:8px'>Where the distributions differ</div>",
+    out = [f"<div class='kb-quant-strips'><style>{_STRIP_CSS}</style>",
+           "<div style='font-weight:600;margin-top:8px'>Where the distributions differ</div>",
            "<div style='font-size:smaller;opacity:0.7'>Each token of the reference text, coloured by the KL "
-           "divergence of the prediction <em>of</em> that token (plain: below 0.001 nats; deep red: 1 nat or more); "
-           "underlined: the most probable token flips. Hover a marked token for both distributions' top two.</div>"]  # fmt: skip
+           "divergence of the prediction <em>of</em> that token (plain: below 0.0001 nats; deep red: 1 nat or more); "
+           "underlined: the most probable token flips (hover it for both distributions' top two).</div>"]  # fmt: skip
     for r in report.rows:
         pos = report.positions.get(r["label"])
         if r.get("reference") or not pos:
             continue
         flipped = {p for p, _, _ in pos["flips"]}
-        spans = [safe.visible(report.tokens[0])]
+        parts, run, run_level = [safe.visible(report.tokens[0])], [], 0
+
+        def close_run():
+            if run:
+                text = "".join(run)
+                parts.append(f"<span class=kq{run_level}>{text}</span>" if run_level else text)
+                run.clear()
+
         for j, kl in enumerate(pos["kl"]):
             token = safe.visible(report.tokens[j + 1] if j + 1 < len(report.tokens) else "")
-            level = _kl_level(kl)
-            if j not in flipped and level < 0.25:  # below 0.001 nats: plain text, so a saved report stays small
-                spans.append(token)
-                continue
-            tip = (f"{j + 1} · KL {kl:.3g}\n{ref_label}: {_tops(ref['top'][j])}\n"
-                   f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
-            style = f"background:rgba(220,40,40,{level:.2f})"
+            level = round(7 * _kl_level(kl))
             if j in flipped:
-                style += ";text-decoration:underline 2px"
-            spans.append(f'<span style="{style}" title="{safe.attr(tip)}">{token}</span>')
+                close_run()
+                tip = (f"{j + 1} · KL {kl:.3g}\n{ref_label}: {_tops(ref['top'][j])}\n"
+                       f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
+                parts.append(f'<span class="kqf kq{level}" title="{safe.attr(tip)}">{token}</span>')
+                continue
+            if level != run_level:
+                close_run()
+                run_level = level
+            run.append(token)
+        close_run()
         flips = report.flip_details(r["label"])
         flip_list = "; ".join(f"{f['position']}: {safe.text(flip_text(f))}" for f in flips)
         summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
         out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div style='white-space:pre-wrap;"
                    f"font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.7'>"
-                   f"{''.join(spans)}</div><div style='font-size:smaller'>Top token flips (position: reference → "
+                   f"{''.join(parts)}</div><div style='font-size:smaller'>Top token flips (position: reference → "
                    f"{safe.text(r['label'])}): {flip_list or 'none'}</div></details>")  # fmt: skip
+    out.append("</div>")
     return "".join(out)
 
 
