@@ -88,7 +88,8 @@ def compute_dtype_of(model) -> str:
         asked = str(getattr(four, "compute_dtype", None)).replace("torch.", "")
         state = getattr(getattr(four, "weight", None), "quant_state", None)
         if getattr(state, "packing_format_for_cpu", False):
-            return f"bfloat16 (bitsandbytes' AVX512-BF16 CPU kernel; compute_dtype {asked} not used)"
+            unused = "" if asked == "bfloat16" else f"; compute_dtype {asked} not used"
+            return f"bfloat16 (bitsandbytes' AVX512-BF16 CPU kernel{unused})"
         if asked != "None":
             return asked
     dtype = _float_dtype(model)
