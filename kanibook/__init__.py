@@ -76,7 +76,10 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython) -> None:
-    """``%load_ext kanibook``: register the magics (nothing heavy is imported)."""
+    """``%load_ext kanibook``: register the magics, and route transformers' progress bars through kanibook's (whose
+    saved text is the bar's final state, not "0%"); nothing heavy is imported."""
     from ._magics import register
+    from ._progress import route_transformers_bars
 
     register(ipython)
+    route_transformers_bars()

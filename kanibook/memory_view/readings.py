@@ -128,24 +128,57 @@ def cuda_memory() -> tuple[list[DeviceMemory], str | None]:
     return devices, None
 
 
+_highest_rss = 0  # the highest RSS any reading of this process saw
+
+
 def process_memory() -> ProcessMemory:
-    """This process's resident memory (and its peak where the OS tells), and the system's total and available."""
+    """This process's resident memory (and its peak where the OS tells), and the system's total and available.
+
+    The peak is never below the current reading. On Linux both come from one read of ``/proc/self/status``
+    (``VmRSS`` and ``VmHWM``, which the kernel computes together); ``getrusage``'s ``ru_maxrss`` is only a fallback,
+    as it can lag behind the current RSS (the kernel batches its per-thread RSS counters), which once showed a peak
+    1 MB below the current reading. The kernel's own high-water mark is only updated at certain events, so the
+    peak is also never below the highest RSS any earlier reading of this process saw.
+    """
     import psutil
 
-    info = psutil.Process().memory_info()
-    peak = getattr(info, "peak_wset", None)  # Windows
-    if peak is None:
-        try:
-            import resource
+    rss, peak = _proc_status()
+    if rss is None:
+        info = psutil.Process().memory_info()
+        rss, peak = int(info.rss), getattr(info, "peak_wset", None)  # peak_wset: Windows
+        if peak is None:
+            try:
+                import resource
 
-            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        except (ImportError, OSError, AttributeError):
-            peak = None
+                scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+            except (ImportError, OSError, AttributeError):
+                peak = None
+    global _highest_rss
+    _highest_rss = max(_highest_rss, rss)
+    if peak is not None:  # the kernel's high-water mark can lag a reading: never show a peak below one seen
+        peak = max(int(peak), _highest_rss)
     vm = psutil.virtual_memory()
-    return ProcessMemory(
-        rss=int(info.rss), peak_rss=peak, system_total=int(vm.total), system_available=int(vm.available)
-    )
+    return ProcessMemory(rss=rss, peak_rss=peak, system_total=int(vm.total), system_available=int(vm.available))
+
+
+def _proc_status() -> tuple[int | None, int | None]:
+    """``VmRSS`` and ``VmHWM`` from one read of ``/proc/self/status``, in bytes (None, None elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            status = f.read()
+    except OSError:
+        return None, None
+    found = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            parts = value.split()
+            if parts and parts[0].isdigit():
+                found[key] = int(parts[0]) * 1024  # the kernel writes kB (KiB)
+    if "VmRSS" not in found:
+        return None, None
+    return found["VmRSS"], found.get("VmHWM")
 
 
 def _quant_state_tensors(param):

@@ -128,14 +128,30 @@ class ScoredView:
     :param tokens: One :class:`TokenProb` per token from the second on (``index`` is the token's position).
     :param segments: The prompt view's segments.
     :param scores: The :class:`~kanibook.scoring.TokenScores` they come from.
+    :param own: The positions of the messages' own tokens (not the template's markers or default text); None: all.
     """
 
-    def __init__(self, tokens: list[TokenProb], segments, scores, *, least: int = 5):
+    def __init__(self, tokens: list[TokenProb], segments, scores, *, least: int = 5, own=None):
         self.tokens, self.segments, self.scores, self.least = tokens, list(segments), scores, least
+        self.own_positions = frozenset(t.index for t in tokens) if own is None else frozenset(own)
 
     @property
     def perplexity(self) -> float:
+        """exp(−mean ln p) over every scored token, the template's included."""
         return self.scores.perplexity
+
+    @property
+    def own_tokens(self) -> list[TokenProb]:
+        """The messages' own tokens: what the conversation says, without the template's markers and default text."""
+        return [t for t in self.tokens if t.index in self.own_positions]
+
+    @property
+    def own_perplexity(self) -> float:
+        """exp(−mean ln p) over :attr:`own_tokens` only (what a lesson about the conversation's text measures)."""
+        own = self.own_tokens
+        if not own:
+            return float("nan")
+        return math.exp(-sum(math.log(max(t.raw.prob, 1e-300)) for t in own) / len(own))
 
     def _groups(self):
         by_pos = {t.index: t for t in self.tokens}
@@ -143,10 +159,12 @@ class ScoredView:
             yield seg, [by_pos[p] for p in range(seg.start, seg.end) if p in by_pos]
 
     def _least(self) -> list[TokenProb]:
-        return sorted(self.tokens, key=lambda t: t.raw.prob)[: self.least]
+        """The least probable of the messages' own tokens (the template's are not what the conversation says)."""
+        return sorted(self.own_tokens or self.tokens, key=lambda t: t.raw.prob)[: self.least]
 
     def _title(self) -> str:
-        return f"Scored conversation · {len(self.tokens) + 1} tokens · perplexity {self.perplexity:.2f}"
+        return (f"Scored conversation · {len(self.tokens) + 1} tokens · perplexity {self.perplexity:.2f} "
+                f"(the messages' own {len(self.own_tokens)} tokens: {self.own_perplexity:.2f})")  # fmt: skip
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
         groups = [(seg.role, seg.label, toks) for seg, toks in self._groups()]
@@ -204,4 +222,5 @@ def score_text(engine, messages=None, *, top_k: int = 5, least: int = 5) -> Scor
         top = tuple(Alternative(i, text_of(i), math.exp(lp)) for i, lp in pairs)
         dist = Distribution(math.exp(scores.logprob[j]), scores.rank[j], max(0.0, scores.entropy[j]), top)
         tokens.append(TokenProb(tok.position, tok.id, tok.text, dist))
-    return ScoredView(tokens, view.segments, scores, least=least)
+    own = [t.position for t in view.tokens[1:] if not t.is_template]
+    return ScoredView(tokens, view.segments, scores, least=least, own=own)

@@ -200,7 +200,9 @@ def _offsets_fit(encoding, ids: list[int], text: str, contents: dict[int, str]) 
 
 
 def _align(ids: list[int], own: list[int]) -> list[int | None]:
-    """For each id, the index of the token of ``own`` it corresponds to (runs a processor expanded map to one)."""
+    """For each id, the index of the same token in ``own`` (the text's own tokenization), or None for a token that a
+    processor inserted or put in place of others (an image placeholder expanded into ``\\n\\n<boi>`` + N image
+    tokens + ``<eoi>\\n\\n``): such a token shows its own id's text, never a neighbour's."""
     if ids == own:
         return list(range(len(ids)))
     out, j = [], 0
@@ -216,13 +218,11 @@ def _align(ids: list[int], own: list[int]) -> list[int | None]:
         return out
     import difflib
 
-    out = [None] * len(ids)
+    out: list[int | None] = [None] * len(ids)  # None: not in the text's own tokenization (inserted or replaced)
     for tag, i1, i2, j1, _ in difflib.SequenceMatcher(None, ids, own, autojunk=False).get_opcodes():
-        for k in range(i1, i2):
-            if tag == "equal":
+        if tag == "equal":
+            for k in range(i1, i2):
                 out[k] = j1 + k - i1
-            elif own:
-                out[k] = min(j1, len(own) - 1)
     return out
 
 
@@ -236,9 +236,11 @@ def _texts_from_offsets(text, offsets, mapping, ids, piece) -> tuple[list[str], 
     for i, j in enumerate(mapping):
         if j is None or j == last:  # inserted by a processor, or a further copy of an expanded placeholder
             texts.append(piece(ids[i]))
-            starts.append(starts[-1] if starts else 0)
-            ends.append(starts[-1])
+            starts.append(cursor)
+            ends.append(cursor)
             continue
+        if j > (-1 if last is None else last) + 1:  # the text's own tokens in between were replaced: not shown
+            cursor = max(cursor, offsets[j][0])
         s, e = offsets[j]
         texts.append(text[cursor:e] if e > cursor else "")
         starts.append(max(s, cursor) if e > cursor else s)

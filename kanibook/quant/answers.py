@@ -40,8 +40,9 @@ def token_texts(ids: list[int], tokenizer) -> list[str]:
 
 
 def top_tokens(scores, tokenizer) -> list[list[list]]:
-    """Each position's top tokens as ``[[text, probability], ...]`` (plain data for the report)."""
+    """Each position's top tokens as ``[[text, probability, id], ...]`` (plain data for the report; the id tells
+    apart two tokens with the same text)."""
     return [
-        [[tokenizer.decode([t]), round(math.exp(lp), 6)] for t, lp in zip(ids, lps)]
+        [[tokenizer.decode([t]), round(math.exp(lp), 6), int(t)] for t, lp in zip(ids, lps)]
         for ids, lps in zip(scores.top_ids, scores.top_logprobs)
     ]

@@ -5,8 +5,10 @@ For every setting, one after another (the reference first):
 1. **load** it as a kanibook engine (``kanibook.load(model, quant=...)``), timed; measure its weights;
 2. **quality**: score the reference text teacher-forced (:func:`kanibook.scoring.score_ids`, ``keep_full=True``) and
    compare with the reference's scores (:mod:`.metrics`); only the reference's full matrix is kept;
-3. **answers**: answer each prompt greedily through the engine's stream, which gives time to first token, decode
-   speed and peak memory (:class:`~kanibook.TurnStats`) and the answer's token ids;
+3. **answers**: one short warm-up answer (the first call of a model pays for its kernels' set-up), then each prompt
+   answered greedily ``repeats`` times through the engine's stream; time to first token and decode speed are the
+   medians over those answers, peak memory their maximum (:class:`~kanibook.TurnStats`), the answer's token ids
+   those of its first run (greedy: every run gives the same);
 4. **release** the model (``del``, ``gc.collect()``, CUDA's cache emptied, freed heap handed back to the system) and
    measure the memory again, so each setting starts where the first one did.
 
@@ -18,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import os
 import threading
@@ -27,13 +27,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from .._progress import progress_bar
 from ..exceptions import KanibookError
 from .settings import Setting, resolve_settings
 from .answers import answer_table, token_texts, top_tokens
+from .measure import compute_dtype_of, footprint, memory_now, release_memory, speed
 from .native import NativeGGUF, gguf_source, is_native, load_native, native_footprint, native_scores
 from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
 
-__all__ = ["compare_quantization", "release_memory", "memory_now"]
+__all__ = ["compare_quantization", "compute_dtype_of", "release_memory", "memory_now"]
 
 _STEPS = ("load", "quality", "answers")
 _LAST_REPORTS: dict[str, Any] = {}  # model path -> the latest report (recommend_quant ranks by it)
@@ -48,6 +50,7 @@ def compare_quantization(
     device: str | None = None,
     compute_dtype: str | None = None,
     max_new_tokens: int = 24,
+    repeats: int = 2,
     progress: bool = True,
 ):
     """Load a model under several quantization settings, one after another, and measure cost and quality.
@@ -62,6 +65,8 @@ def compare_quantization(
     :param device: ``"cpu"``, ``"cuda"``, ...; None for CUDA when present, else the CPU.
     :param compute_dtype: The compute dtype of the 4-bit presets (default ``"bfloat16"``).
     :param max_new_tokens: The longest answer, in tokens.
+    :param repeats: How many times each prompt is answered (after one short warm-up answer); the speed figures are
+        the medians over all these answers, so one slow answer on a busy machine does not decide them.
     :param progress: Show a progress bar across settings and steps.
     :returns: A :class:`~kanibook.QuantReport`.
     """
@@ -71,10 +76,13 @@ def compare_quantization(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts or DEFAULT_PROMPTS)
     if max_new_tokens < 1:
         raise KanibookError(f"max_new_tokens must be at least 1, not {max_new_tokens}.")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise KanibookError(f"repeats must be a whole number of at least 1, not {repeats!r}.")
     text = REFERENCE_TEXT if reference_text is None else str(reference_text)
-    lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens)
+    lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens, repeats)
     started = time.perf_counter()
-    with _quiet_loading(), _progress(len(resolved) * len(_STEPS), progress) as bar:
+    steps = len(resolved) * len(_STEPS)
+    with _quiet_loading(), progress_bar(steps, "quantization lab", unit="step", enabled=progress) as bar:
         for setting in resolved:
             lab.run_setting(setting, bar)
     report = lab.report(time.perf_counter() - started)
@@ -85,9 +93,10 @@ def compare_quantization(
 class _Lab:
     """The state of one comparison: the reference's scores, and what was measured so far."""
 
-    def __init__(self, path, device: str, compute_dtype, prompts: list[str], text: str, max_new_tokens: int):
+    def __init__(self, path, device: str, compute_dtype, prompts: list[str], text: str, max_new_tokens: int,
+                 repeats: int = 1):  # fmt: skip
         self.path, self.device, self.compute_dtype = path, device, compute_dtype
-        self.prompts, self.text, self.max_new_tokens = prompts, text, max_new_tokens
+        self.prompts, self.text, self.max_new_tokens, self.repeats = prompts, text, max_new_tokens, repeats
         self.reference = None  # the reference's TokenScores (full fp32 matrix kept)
         self.tokenizer = None
         self.rows: list[dict] = []
@@ -107,19 +116,22 @@ class _Lab:
                 from ..exceptions import require
 
                 require("bitsandbytes", "quant", f"The {setting.label!r} setting")
+            row["memory_before_load_bytes"] = memory_now(self.device)
             engine, row["load_s"] = _timed(self._load, setting)
-            row.update(native_footprint(engine) if is_native(setting) else _footprint(engine.model))
+            row.update(native_footprint(engine) if is_native(setting) else footprint(engine.model))
             bar.update(1)
             bar.set_description(f"{setting.label}: quality")
             (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
             row.update(quality.stats)
+            native = is_native(setting)
+            row["compute_dtype"] = "llama.cpp (the file's own format)" if native else compute_dtype_of(engine.model)
             self.positions[setting.label] = {"kl": quality.kl, "top": top_tokens(scores, self.tokenizer),
                                              "flips": [list(f) for f in quality.flips]}  # fmt: skip
             bar.update(1)
             bar.set_description(f"{setting.label}: answers")
             answers, row["answers_s"] = _timed(self._answers, engine)
             self.answers[setting.label] = answers
-            row.update(_speed(answers))
+            row.update(speed(answers, row.get("memory_before_load_bytes")))
             bar.update(1)
             row["available"] = True
         except Exception as e:  # noqa: BLE001 - the setting becomes a row with its reason; the others still run
@@ -164,11 +176,12 @@ class _Lab:
         return quality, scores
 
     def _answers(self, engine) -> list[dict]:
+        """Each prompt's answer (its first run), with the stats of every run in ``runs`` (after a warm-up)."""
         from kani import ChatMessage
 
-        async def one(prompt: str) -> dict:
+        async def one(prompt: str, max_new_tokens: int) -> dict:
             completion = None
-            async for item in engine.stream([ChatMessage.user(prompt)], max_new_tokens=self.max_new_tokens,
+            async for item in engine.stream([ChatMessage.user(prompt)], max_new_tokens=max_new_tokens,
                                             do_sample=False):  # fmt: skip
                 if not isinstance(item, str):
                     completion = item
@@ -179,7 +192,14 @@ class _Lab:
             return {"prompt": prompt, "text": completion.message.text or "", "token_ids": token_ids,
                     "stats": stats.as_dict()}  # fmt: skip
 
-        return [_run_coroutine(one(p)) for p in self.prompts]
+        _run_coroutine(one(self.prompts[0], min(4, self.max_new_tokens)))  # warm-up: not measured
+        answers = [_run_coroutine(one(p, self.max_new_tokens)) for p in self.prompts]
+        for answer in answers:
+            answer["runs"] = [answer["stats"]]
+        for _ in range(self.repeats - 1):
+            for answer in answers:
+                answer["runs"].append(_run_coroutine(one(answer["prompt"], self.max_new_tokens))["stats"])
+        return answers
 
     def report(self, total_s: float):
         from .report import QuantReport, machine_info
@@ -197,68 +217,8 @@ class _Lab:
             machine=machine_info(self.device),
             start_memory_bytes=self.start_memory,
             total_s=total_s,
+            repeats=self.repeats,
         )
-
-
-# ---- measuring ------------------------------------------------------------------------------------------------------
-
-
-def memory_now(device: str) -> int:
-    """CUDA's allocated bytes on a GPU, the process's resident memory elsewhere."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.memory_allocated(device))
-    from ..engine._peak_memory import process_rss_bytes
-
-    return process_rss_bytes()
-
-
-def release_memory(device: str) -> None:
-    """Collect garbage, empty CUDA's cache, and hand freed heap memory back to the system (glibc's ``malloc_trim``).
-
-    Done as a job on the model thread: that thread drops its previous job (and the model it held) before taking
-    this one, so what was deleted is really gone when this returns.
-    """
-    from ..engine._model_thread import model_thread
-
-    model_thread().run(_collect, device)
-
-
-def _collect(device: str) -> None:
-    gc.collect()
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def _footprint(model) -> dict:
-    from ..memory_view import weight_footprint
-
-    fp = weight_footprint(model)
-    return {"weights_bytes": fp.total_bytes, "footprint_bytes": int(model.get_memory_footprint())}
-
-
-def _speed(answers: list[dict]) -> dict:
-    stats = [a["stats"] for a in answers]
-    ttft = [s["time_to_first_token_s"] for s in stats if s["time_to_first_token_s"] is not None]
-    rates = [s["tokens_per_second"] for s in stats if s["tokens_per_second"]]
-    return {
-        "ttft_s": sum(ttft) / len(ttft) if ttft else None,
-        "decode_tok_s": sum(rates) / len(rates) if rates else None,
-        "peak_memory_bytes": max((s["peak_memory_bytes"] for s in stats), default=None),
-        "memory_kind": stats[0]["memory_kind"] if stats else None,
-    }
 
 
 def _empty_row(setting: Setting, estimates: dict) -> dict:
@@ -273,12 +233,16 @@ def _empty_row(setting: Setting, estimates: dict) -> dict:
         "weights_estimate_bytes": estimates.get(setting.preset),
         "footprint_bytes": None,
         "peak_memory_bytes": None,
+        "peak_added_bytes": None,
+        "memory_before_load_bytes": None,
         "memory_kind": None,
+        "compute_dtype": None,
         "load_s": None,
         "quality_s": None,
         "answers_s": None,
         "ttft_s": None,
         "decode_tok_s": None,
+        "speed_answers": None,
     }
 
 
@@ -367,14 +331,3 @@ def _quiet_loading():
         logger.setLevel(level)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, disable=not enabled, unit="step", desc="quantization lab")
-    try:
-        yield bar
-    finally:
-        bar.close()

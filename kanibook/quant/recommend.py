@@ -125,7 +125,8 @@ def _reason(best, candidates, budget: int, source: str, context_length: int, ran
     better = candidates[: candidates.index(best)]
     why = "the best measured quality" if ranked_by == "measured" else "the most bits"
     text = (f"{best['preset']}: weights {format_bytes(best['weights_bytes'])} + KV cache for {context_length} tokens "
-            f"{format_bytes(best['kv_cache_bytes'])} (+{HEADROOM:.0%} headroom) = {format_bytes(best['needed_bytes'])},"
+            f"{format_bytes(best['kv_cache_bytes'])}, ÷ {1 - HEADROOM:g} to keep {HEADROOM:.0%} of the memory free = "
+            f"{format_bytes(best['needed_bytes'])},"
             f" within {room}; {why} that fits")  # fmt: skip
     if better:
         text += f" ({better[-1]['preset']} would need {format_bytes(better[-1]['needed_bytes'])})"

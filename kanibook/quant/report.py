@@ -4,10 +4,14 @@
 ``available=False`` and a ``reason``. The keys (sizes in bytes, times in seconds):
 
 - cost: ``weights_bytes`` (measured, quantization state included), ``weights_estimate_bytes`` (from the config,
-  :func:`kanibook.estimate_memory`), ``footprint_bytes`` (``model.get_memory_footprint()``), ``peak_memory_bytes``
-  while answering (``memory_kind``: ``"process"`` RSS on a CPU, ``"cuda"`` allocated on a GPU), ``load_s``,
-  ``ttft_s`` (time to first token), ``decode_tok_s``, ``quality_s`` and ``answers_s`` (the time of each step),
-  ``memory_after_release_bytes``;
+  :func:`kanibook.estimate_memory`), ``footprint_bytes`` (``model.get_memory_footprint()``); memory while answering,
+  separate from the weights: ``peak_memory_bytes`` (``memory_kind``: ``"process"`` RSS on a CPU, ``"cuda"``
+  allocated on a GPU) and ``peak_added_bytes``, how far that peak rose above ``memory_before_load_bytes`` (on a CPU
+  it holds the weights *and* what the kernels allocate while computing: bitsandbytes' CPU kernels dequantize the
+  weights at every step); ``load_s``; ``ttft_s`` (time to first token) and ``decode_tok_s``, medians over
+  ``speed_answers`` answers (each prompt answered ``repeats`` times after a warm-up); ``quality_s`` and
+  ``answers_s`` (the time of each step); ``memory_after_release_bytes``; ``compute_dtype``, the dtype the matrix
+  products really ran in (read from the loaded layers);
 - quality against the reference (see :mod:`kanibook.quant.metrics`): ``ppl``, ``ppl_ratio``, ``ln_ppl_ratio`` (±
   ``ln_ppl_ratio_err``), ``kld_mean`` (± ``kld_err``), ``kld_median``, ``kld_p90``, ``kld_p95``, ``kld_p99``,
   ``kld_max``, ``same_top_pct``, ``delta_p_mean_pct`` (± ``delta_p_err_pct``), ``delta_p_rms_pct``, ``flips``.
@@ -45,6 +49,7 @@ class QuantReport:
     :param machine: CPU / GPU, torch, transformers and bitsandbytes versions.
     :param start_memory_bytes: The memory reading before the first setting loaded.
     :param total_s: The whole comparison's duration.
+    :param repeats: How many times each prompt was answered (after a warm-up) for the speed figures.
     """
 
     model: str
@@ -56,6 +61,7 @@ class QuantReport:
     machine: dict = field(default_factory=dict)
     start_memory_bytes: int | None = None
     total_s: float | None = None
+    repeats: int | None = None
 
     @property
     def reference(self) -> dict:
@@ -81,6 +87,22 @@ class QuantReport:
             top = self.positions[label]["top"][j]
             ref_top = self.positions[self.reference["label"]]["top"][j]
             out.append((j + 1, ref_top[0][0], top[0][0]))
+        return out
+
+    def flip_details(self, label: str) -> list[dict]:
+        """Each flip under ``label`` with what differs: both tokens' ids and texts, and the probability each side
+        gives its own top token and (where it is among its top 3) the other side's, so that two tokens with the same
+        text (``' it'`` and ``' it'``: two ids) or a near tie read as such. Keys: ``position`` (as in :meth:`flips`),
+        ``ref_id``, ``ref_text``, ``id``, ``text``, ``same_text``, ``ref_p`` / ``ref_p_of_other`` (the reference's
+        probabilities of its top token and of the setting's), ``p`` / ``p_of_ref`` (the setting's)."""
+        ref_label = self.reference["label"]
+        out = []
+        for j, ref_id, top_id in self.positions.get(label, {}).get("flips", []):
+            ref_top, top = self.positions[ref_label]["top"][j], self.positions[label]["top"][j]
+            ref_text, text = ref_top[0][0], top[0][0]
+            out.append({"position": j + 1, "ref_id": ref_id, "ref_text": ref_text, "id": top_id, "text": text,
+                        "same_text": ref_text == text, "ref_p": ref_top[0][1], "ref_p_of_other": _p_of(ref_top, top_id),
+                        "p": top[0][1], "p_of_ref": _p_of(top, ref_id)})  # fmt: skip
         return out
 
     def to_pandas(self):
@@ -146,6 +168,11 @@ class QuantReport:
 
     def __repr__(self) -> str:
         return f"<QuantReport {self.model!r} on {self.device}: {', '.join(self.labels)}>"
+
+
+def _p_of(top: list, token_id: int) -> float | None:
+    """The probability of ``token_id`` in a position's top list (``[text, p, id]`` entries), None if absent."""
+    return next((t[1] for t in top if len(t) > 2 and t[2] == token_id), None)
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ..quant.report import QuantReport
 
-__all__ = ["report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
+__all__ = ["flip_text", "report_figure", "report_html", "report_text", "COLUMNS", "TIMED"]
 
 # inline styles only, through safe.css: they survive an untrusted notebook's sanitizer (position:sticky does not,
 # hence a narrow first table and the rest in tables of their own, each starting with the setting)
@@ -58,6 +58,7 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
     ("weights_bytes", "weights", _mb, "min", "cost", None),
     ("weights_estimate_bytes", "estimate", _mb, None, "cost", None),
     ("peak_rise_bytes", "peak rise", _mb, None, "cost", None),
+    ("peak_added_bytes", "peak added", _mb, None, "cost", None),
     ("peak_memory_bytes", "peak (process)", _mb, None, "cost", None),
     ("load_s", "load s", _f(1), "min", "cost", None),
     ("ttft_s", "first token s", _f(2), "min", "cost", None),
@@ -78,12 +79,12 @@ COLUMNS: tuple[tuple[str, str, Any, str | None, str, str | None], ...] = (
 
 
 #: Columns measured with a clock or from the process's memory: they differ from run to run (a CSS class marks them).
-TIMED = frozenset({"peak_memory_bytes", "peak_rise_bytes", "load_s", "ttft_s", "decode_tok_s"})
+TIMED = frozenset({"peak_memory_bytes", "peak_rise_bytes", "peak_added_bytes", "load_s", "ttft_s", "decode_tok_s"})
 
 #: The HTML report's first table: the most-read columns, in this order; the rest follow in the tables of _MORE
 MAIN = ("weights_bytes", "kld_mean", "same_top_pct", "ppl_ratio", "decode_tok_s", "peak_rise_bytes")
 _MORE = (
-    ("cost", ("weights_estimate_bytes", "peak_memory_bytes", "load_s", "ttft_s")),
+    ("cost", ("weights_estimate_bytes", "peak_added_bytes", "peak_memory_bytes", "load_s", "ttft_s")),
     ("spread of the KL divergence", ("kld_median", "kld_p90", "kld_p95", "kld_p99", "kld_max")),
     ("more quality", ("ppl", "delta_p_mean_pct", "delta_p_rms_pct", "flips")),
 )
@@ -141,8 +142,16 @@ def _machine_line(report: QuantReport) -> str:
     where = m.get("gpu") if m.get("device") == "GPU" else f"{m.get('processor', '?')}, {m.get('cores', '?')} cores"
     bnb = m.get("bitsandbytes") or "not installed"
     total = f"; the whole comparison took {report.total_s:.0f} s" if report.total_s is not None else ""
+    speed = ""
+    if report.repeats:
+        counts = sorted({r["speed_answers"] for r in report.rows if r.get("speed_answers")})
+        n = "/".join(map(str, counts)) or "?"
+        speed = (f" Speed: medians over {n} answers per setting (each prompt answered {report.repeats} times after a "
+                 "warm-up); peak added: the peak while answering minus the memory just before that setting loaded.")
+    dtypes = ", ".join(f"{r['label']} {r['compute_dtype']}" for r in report.rows if r.get("compute_dtype"))
+    dtypes = f" Computed in: {dtypes}." if dtypes else ""
     return (f"Measured on {m.get('device', '?')} ({where}); torch {m.get('torch', '?')}, transformers "
-            f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.")  # fmt: skip
+            f"{m.get('transformers', '?')}, bitsandbytes {bnb}{total}.{speed}{dtypes}")  # fmt: skip
 
 
 def _release_line(report: QuantReport) -> str:
@@ -154,6 +163,21 @@ def _release_line(report: QuantReport) -> str:
     shown = ", ".join(f"{label} {format_bytes(b)}" for label, b in after if b is not None)
     return (f"Memory after each release ({kind}): {format_bytes(report.start_memory_bytes)} before the first load; "
             f"after {shown}.")  # fmt: skip
+
+
+def flip_text(flip: dict) -> str:
+    """One flip from :meth:`kanibook.QuantReport.flip_details` as text: ``' a'→' the'``; when the two tokens read
+    the same, their ids and the probability of each under both sides (``' it' #357→' it' #282 (one text, two ids;
+    #357/#282: reference 30%/29%, here 29%/29%)``: two different tokens, and here a near tie)."""
+    if not flip["same_text"]:
+        return f"{flip['ref_text']!r}→{flip['text']!r}"
+
+    def pct(p):
+        return "?" if p is None else f"{100 * p:.1f}%"
+
+    return (f"{flip['ref_text']!r} #{flip['ref_id']}→{flip['text']!r} #{flip['id']} (one text, two ids; "
+            f"#{flip['ref_id']}/#{flip['id']}: reference {pct(flip['ref_p'])}/{pct(flip['ref_p_of_other'])}, "
+            f"here {pct(flip['p_of_ref'])}/{pct(flip['p'])})")  # fmt: skip
 
 
 # ---- text ------------------------------------------------------------------------------------------------------------
@@ -187,9 +211,9 @@ def report_text(report: QuantReport) -> str:
             else:
                 lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     for r in report.rows:
-        flips = report.flips(r["label"]) if not r.get("reference") else []
+        flips = report.flip_details(r["label"]) if not r.get("reference") else []
         if flips:
-            shown = ", ".join(f"{p}: {safe.clean_chars(a)!r}→{safe.clean_chars(b)!r}" for p, a, b in flips[:8])
+            shown = ", ".join(f"{f['position']}: {safe.clean_chars(flip_text(f))}" for f in flips[:8])
             more = f" (+{len(flips) - 8} more)" if len(flips) > 8 else ""
             lines.append(f"top-token flips under {safe.clean_chars(r['label'])}: {shown}{more}")
     for entry in report.answers:
@@ -295,11 +319,12 @@ def _kl_colour(level: float) -> str:
 
 
 def _tops(top: list) -> str:
-    return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p in top)
+    return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p, *_ in top[:2])
 
 
 def _strips_html(report: QuantReport) -> str:
-    """Per setting, the reference text's tokens coloured by KL; hover for both distributions' top tokens."""
+    """Per setting, the reference text's tokens coloured by KL (runs of one colour in one span); hover a flipped
+    token for both distributions' top two."""
     ref_label = report.reference["label"]
     ref = report.positions.get(ref_label)
     if not ref or not report.tokens:
@@ -319,20 +344,36 @@ def _strips_html(report: QuantReport) -> str:
         if r.get("reference") or not pos:
             continue
         flipped = {p for p, _, _ in pos["flips"]}
-        spans = [f"<span>{safe.visible(report.tokens[0])}</span>"]
+        parts, run, run_level = [safe.visible(report.tokens[0])], [], 0
+
+        def close_run():
+            # a run of one colour shares one span, so that a saved report stays small
+            if run:
+                text = "".join(run)
+                colour = safe.css(background=_kl_colour(run_level / 7))
+                parts.append(f"<span style='{colour}'>{text}</span>" if run_level else text)
+                run.clear()
+
         for j, kl in enumerate(pos["kl"]):
-            token = report.tokens[j + 1] if j + 1 < len(report.tokens) else ""
-            tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
-                   f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
-            underline = "underline" if j in flipped else None
-            style = safe.css(background=_kl_colour(_kl_level(kl, lo, hi)), text_decoration=underline)
-            spans.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{safe.visible(token)}'
-                         "</span>")  # fmt: skip
-        flips = report.flips(r["label"])
-        flip_list = "; ".join(f"{p}: {safe.text(repr(a))} → {safe.text(repr(b))}" for p, a, b in flips)
+            token = safe.visible(report.tokens[j + 1] if j + 1 < len(report.tokens) else "")
+            level = round(7 * _kl_level(kl, lo, hi))
+            if j in flipped:
+                close_run()
+                tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
+                       f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
+                style = safe.css(background=_kl_colour(level / 7), text_decoration="underline")
+                parts.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{token}</span>')
+                continue
+            if level != run_level:
+                close_run()
+                run_level = level
+            run.append(token)
+        close_run()
+        flips = report.flip_details(r["label"])
+        flip_list = "; ".join(f"{f['position']}: {safe.text(flip_text(f))}" for f in flips)
         summary = f"{safe.text(r['label'])}: mean KL {_g(r['kld_mean'])}, {len(flips)} top-token flips"
         out.append(f"<details class='kb-quant-strip'><summary>{summary}</summary><div class='kb-quant-toks' "
-                   f"style='{_STRIP}'>{'<wbr>'.join(spans)}</div><div style='{_SMALL}'>Top token flips (position: "
+                   f"style='{_STRIP}'>{'<wbr>'.join(parts)}</div><div style='{_SMALL}'>Top token flips (position: "
                    f"reference → {safe.text(r['label'])}): {flip_list or 'none'}</div></details>")  # fmt: skip
     return "".join(out)
 

@@ -94,6 +94,10 @@ def _seg_style(role: str) -> str:
 
 
 _WS_PLAIN = {" ": "\u00b7", "\n": "\u21b5\n", "\t": "\u2192", "\r": "\u240d"}
+#: Between two tokens in the text form: a plain space, which no token's text can show (a token's spaces are drawn
+#: ``·`` and any other whitespace as ``⟨U+XXXX⟩``). A visible mark such as ``|`` read as part of the text: ``<think>``
+#: split into ``<``, ``think``, ``>`` showed as ``<|think|>``, which is another token's spelling.
+SEP = " "
 
 
 def _role(role: str) -> str:
@@ -253,8 +257,9 @@ def prompt_html(view, element_id: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """A token's text for a terminal: whitespace and control characters drawn visibly."""
-    return "".join(_WS_PLAIN.get(ch, ch) for ch in safe.clean_chars(text))
+    """A token's text for a terminal: whitespace and control characters drawn visibly (so it holds no space)."""
+    return "".join(_WS_PLAIN.get(ch) or (f"\u27e8U+{ord(ch):04X}\u27e9" if ch.isspace() else ch)
+                   for ch in safe.clean_chars(text))  # fmt: skip
 
 
 def _line(text: str) -> str:
@@ -263,7 +268,7 @@ def _line(text: str) -> str:
 
 
 def _plain_tokens(view, start: int, end: int, cache: dict | None = None) -> str:
-    """Tokens separated by ``|``, special ones in ``⟦ ⟧``, a placeholder run as ``⟦<image>⟧×N``."""
+    """Tokens separated by :data:`SEP` (a space), special ones in ``⟦ ⟧``, a placeholder run as ``⟦<image>⟧×N``."""
     cache = {} if cache is None else cache
     runs = {r.start: r for r in view.placeholder_runs}
     out, i = [], start
@@ -271,7 +276,7 @@ def _plain_tokens(view, start: int, end: int, cache: dict | None = None) -> str:
         run = runs.get(i)
         if run is not None:
             stop = min(end, i + run.count)
-            media = f" ({safe.clean_chars(run.media)})" if getattr(run, "media", "") else ""
+            media = f"({safe.clean_chars(run.media).replace(' ', ':')})" if getattr(run, "media", "") else ""
             out.append(f"\u27e6{_plain(view._texts[i] or run.text)}\u27e7\u00d7{stop - i}{media}")
             i = stop
             continue
@@ -282,11 +287,11 @@ def _plain_tokens(view, start: int, end: int, cache: dict | None = None) -> str:
             shown = cache[key] = f"\u27e6{shown}\u27e7" if key[1] else shown
         out.append(shown)
         i += 1
-    return "|".join(out)
+    return SEP.join(out)
 
 
 def prompt_text(view, max_tokens: int = 3000) -> str:
-    """The prompt view for a terminal: a summary, the per-message counts, then the tokens separated by ``|``.
+    """The prompt view for a terminal: a summary, the per-message counts, then the tokens separated by spaces.
 
     :param max_tokens: List at most this many tokens (a long prompt's full list is in ``view.tokens``).
     """

@@ -101,6 +101,28 @@ def test_process_memory_is_positive_and_grows_with_a_large_tensor():
     assert cuda_allocated == cuda_reserved == "None"
 
 
+def test_the_peak_rss_is_never_below_the_current_rss():
+    """While another thread grows and frees memory (as a model load or a generation does), every reading's peak is
+    at least its current RSS (getrusage's ru_maxrss alone lagged and once read 1 MB below it), and the peak is the
+    high-water mark: after the memory is freed it stays at least as high as the largest RSS seen."""
+    code = (
+        "import threading, kanibook.memory_view as m\n"
+        "stop = threading.Event()\n"
+        "def churn():\n"
+        "    while not stop.is_set():\n"
+        "        blocks = [bytearray(2**20) for _ in range(64)]\n"  # 64 MiB, pages touched (zeroed)
+        "        del blocks\n"
+        "t = threading.Thread(target=churn); t.start()\n"
+        "readings = [m.process_memory() for _ in range(3000)]\n"
+        "stop.set(); t.join()\n"
+        "after = m.process_memory()\n"
+        "below = [(r.rss, r.peak_rss) for r in readings if r.peak_rss is None or r.peak_rss < r.rss]\n"
+        "print(len(below), max(r.rss for r in readings) <= after.peak_rss, below[:3])\n"
+    )
+    stdout = _run_fresh(code)
+    assert stdout.split()[:2] == ["0", "True"], stdout
+
+
 def test_cuda_readings_are_absent_without_cuda():
     import torch
 

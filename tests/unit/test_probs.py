@@ -122,6 +122,22 @@ def test_score_text_equals_one_forward_pass(demo_engine):
     assert "perplexity" in bundle["text/plain"] and "kb-tok" in bundle["text/html"]
 
 
+def test_score_text_separates_the_messages_own_tokens_from_the_templates(demo_engine):
+    """The demo template adds a default system prompt and markers: the lesson is about the messages' own text, so
+    its perplexity and least-confident list are over those tokens (the template's are still shown and scored)."""
+    messages = [ChatMessage.user("What is two plus two?"), ChatMessage.assistant("Two plus two is four.")]
+    view = kanibook.score_text(demo_engine, messages)
+    prompt = kanibook.show_prompt(demo_engine, messages)
+    template = {t.position for t in prompt.tokens if t.is_template}
+    own = view.own_tokens
+    assert own and template and not {t.index for t in own} & template
+    assert "".join(t.text for t in own).replace(" ", "") == "Whatistwoplustwo?Twoplustwoisfour."
+    expected = math.exp(-sum(math.log(t.prob) for t in own) / len(own))
+    assert view.own_perplexity == pytest.approx(expected) and view.own_perplexity != pytest.approx(view.perplexity)
+    assert all(t.index not in template for t in view._least())
+    assert f"own {len(own)} tokens: {view.own_perplexity:.2f}" in view._repr_mimebundle_()["text/plain"]
+
+
 def test_branch_continues_from_the_chosen_alternative(demo_engine, session):
     result = session.send("Tell me about dragons.", max_new_tokens=20, do_sample=False, probabilities=True)
     original = kanibook.show_reply(session).probs

@@ -63,8 +63,39 @@ def test_placeholder_expansion_count_equals_the_processor(llava_engine):
     parts = html.split('<details class="kb-run"')[1:]
     assert all(part.count("&lt;image&gt;</b></kbd>") == per_image for part in parts)
     assert f"\u00d7 {per_image} \u00b7 pixel_values {shape}\"" in html  # the shape on hover
-    assert f"\u27e6<image>\u27e7\u00d7{per_image} (pixel_values {shape})" in view._repr_mimebundle_()["text/plain"]
+    assert f"\u27e6<image>\u27e7\u00d7{per_image}(pixel_values:{shape})" in view._repr_mimebundle_()["text/plain"]
     assert f"&lt;image&gt; \u00d7{per_image}" in html.split("</div>", 1)[0]  # named in the summary line too
+
+
+@pytest.fixture(scope="module")
+def gemma3_engine(tiny_gemma3_dir):
+    return kanibook.load(tiny_gemma3_dir)
+
+
+@pytest.mark.parametrize("name", ["llava_engine", "gemma3_engine"])
+def test_every_tokens_shown_text_comes_from_its_own_id(name, request):
+    """Gemma 3's processor replaces the template's ``<start_of_image>`` with ``\\n\\n<start_of_image>`` + 4 image
+    tokens + ``<end_of_image>\\n\\n``; the view once showed a newline as ``<start_of_image>`` and the image run as
+    ``<end_of_turn>`` (texts shifted around the run). Every token must show its own id's text (these byte-level
+    tokenizers decode each id exactly), and each image run must sit in its message."""
+    engine = request.getfixturevalue(name)
+    messages = conversation()
+    view = kanibook.show_prompt(engine, messages)
+    tok = engine.tokenizer
+    assert view.token_ids == engine.build_prompt(messages)["input_ids"][0].tolist()
+    shown = [(i, t.id, t.text) for i, t in enumerate(view.tokens)]
+    wrong = [(i, tid, text, tok.decode([tid])) for i, tid, text in shown if text != tok.decode([tid])]
+    assert wrong == []
+    config = engine.model.config  # Gemma 3's processor calls <start_of_image> its image token; the model knows better
+    image_id = next(v for v in (getattr(config, "image_token_id", None), getattr(config, "image_token_index", None))
+                    if isinstance(v, int))  # fmt: skip
+    runs = [r for r in view.placeholder_runs if r.multimodal and r.id == image_id]
+    assert len(runs) == 2 and all(r.text == tok.convert_ids_to_tokens(image_id) for r in runs)
+    users = [s for s in view.segments if s.role == "user"]
+    for run, seg in zip(runs, users):
+        assert seg.start <= run.start and run.start + run.count <= seg.end
+    plain = view._repr_mimebundle_()["text/plain"]
+    assert f"\u27e6{tok.convert_ids_to_tokens(image_id)}\u27e7\u00d7{runs[0].count}" in plain
 
 
 def test_message_text_and_segments(llava_engine):

@@ -105,6 +105,54 @@ def test_answers_are_side_by_side_with_the_first_difference(report):
             assert a["token_ids"][:k] == ref["token_ids"][:k] and a["token_ids"][: k + 1] != ref["token_ids"][: k + 1]
 
 
+def test_speed_is_the_median_of_repeated_answers_after_a_warm_up(report):
+    assert report.repeats == 2  # the default
+    for row in report.rows:
+        assert row["speed_answers"] == report.repeats * len(PROMPTS), row["label"]
+        assert 0 < row["peak_added_bytes"] <= row["peak_memory_bytes"]
+        assert row["memory_before_load_bytes"] + row["peak_added_bytes"] == row["peak_memory_bytes"]
+    text = str(report)
+    assert f"medians over {report.repeats * len(PROMPTS)} answers per setting" in text and "peak added" in text
+
+
+def test_speed_figures_are_medians_and_the_peak_the_largest():
+    from kanibook.quant.measure import speed
+
+    def stats(rate, ttft, peak):
+        return {"tokens_per_second": rate, "time_to_first_token_s": ttft, "peak_memory_bytes": peak,
+                "memory_kind": "process"}  # fmt: skip
+
+    answers = [{"stats": stats(1.0, 9.0, 500), "runs": [stats(1.0, 9.0, 500), stats(10.0, 0.2, 700)]},
+               {"stats": stats(11.0, 0.3, 600), "runs": [stats(11.0, 0.3, 600), stats(12.0, 0.1, 650)]}]  # fmt: skip
+    out = speed(answers, before_load=400)
+    assert out["decode_tok_s"] == 10.5 and out["ttft_s"] == 0.25  # one slow answer does not decide them
+    assert out["peak_memory_bytes"] == 700 and out["peak_added_bytes"] == 300 and out["speed_answers"] == 4
+
+
+def test_the_compute_dtype_actually_used_is_recorded(report):
+    assert report.reference["compute_dtype"] == "float32"
+    mine = report.row("my nf4-dq")["compute_dtype"]  # asked for float32
+    # bitsandbytes' AVX512-BF16 CPU kernel multiplies in bfloat16 whatever compute_dtype says, and the row says so
+    assert mine == "float32" or (mine.startswith("bfloat16 (bitsandbytes'") and "float32 not used" in mine), mine
+    assert "Computed in: fp32 float32" in str(report)
+
+
+def test_a_flip_between_two_tokens_with_one_text_shows_what_differs(report):
+    """' it'→' it' read as "a token flipped to itself": the ids and both sides' probabilities must show."""
+    from kanibook.render.quant import report_html, report_text
+
+    evil = copy.deepcopy(report)
+    j, ref_id, top_id = evil.positions["nf4"]["flips"][0]
+    ref_top, top = evil.positions["fp32"]["top"][j], evil.positions["nf4"]["top"][j]
+    top[0][0] = ref_top[0][0]  # the setting's top token now reads like the reference's
+    flip = evil.flip_details("nf4")[0]
+    assert flip["same_text"] and (flip["ref_id"], flip["id"]) == (ref_id, top_id) and ref_id != top_id
+    assert flip["ref_p"] == ref_top[0][1] and flip["p"] == top[0][1]
+    line = next(line for line in report_text(evil).splitlines() if line.startswith("top-token flips under nf4"))
+    assert f"#{ref_id}" in line and f"#{top_id}" in line and "one text, two ids" in line
+    assert f"#{ref_id}" in report_html(evil, plots=False)
+
+
 def test_memory_is_released_between_settings(report):
     weights = report.reference["weights_bytes"]
     after = [r["memory_after_release_bytes"] for r in report.rows]

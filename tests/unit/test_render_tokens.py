@@ -81,7 +81,7 @@ def test_special_template_and_continuation_tokens_are_marked():
     assert len(set(styles)) == 4  # special, template, text and an empty token each look different
     assert "dashed" in styles[1] and "font-weight:600" in styles[0] and "opacity:0.5" in styles[3]
     text = prompt_text(make_view(["<s>", "[INST]", "x"], [SPECIAL, TEMPLATE, 0]))
-    assert "\u27e6<s>\u27e7|[INST]|x" in text
+    assert "\u27e6<s>\u27e7 [INST] x" in text
 
 
 def test_placeholder_runs_collapse_into_one_box():
@@ -121,10 +121,21 @@ def test_dropped_messages_and_counts():
     assert repr(view) == "<PromptView 4 tokens of 1000, 2 messages, 2 dropped>"
 
 
+def test_the_text_forms_separator_cannot_be_read_as_part_of_a_token():
+    """``<think>`` in three tokens must not read as ``<|think|>`` (another token's spelling): the separator is a
+    space, and no token's text shows a bare space (spaces as ``·``, other whitespace as ``⟨U+XXXX⟩``)."""
+    tokens = ["<", "think", ">", "a|b", " x", "\u00a0y", "\u2009", "\t"]
+    text = prompt_text(make_view(tokens))
+    line = text.splitlines()[-1]  # the token list (above it: the summary and the message's preview)
+    assert "<|think|>" not in line and "< think >" in line
+    shown = line.split(" ")
+    assert shown == ["<", "think", ">", "a|b", "\u00b7x", "\u27e8U+00A0\u27e9y", "\u27e8U+2009\u27e9", "\u2192"]
+
+
 def test_plain_text_lists_tokens_and_caps_long_prompts():
     short = prompt_text(make_view(["Hello", " world"]))
     assert short.splitlines()[0] == "Prompt: demo \u00b7 chat template \u00b7 2 tokens \u00b7 1 messages"
-    assert "Hello|\u00b7world" in short
+    assert "Hello \u00b7world" in short
     long_view = make_view(["tok"] * 50, messages=[ChatMessage.user("a"), ChatMessage.user("b")])
     capped = prompt_text(long_view, max_tokens=30)
     assert "20 more tokens not listed" in capped and len(re.findall(r"(?<![.\w])tok(?!\w)", capped)) == 30
