@@ -322,6 +322,10 @@ def _tops(top: list) -> str:
     return ", ".join(f"{safe.clean_chars(t)!r} {100 * p:.0f}%" for t, p, *_ in top[:2])
 
 
+#: The strips' colour steps: fine enough that no eye tells the step, coarse enough that runs of one colour share a span
+_LEVELS = 50
+
+
 def _strips_html(report: QuantReport) -> str:
     """Per setting, the reference text's tokens coloured by KL (runs of one colour in one span); hover a flipped
     token for both distributions' top two."""
@@ -349,19 +353,19 @@ def _strips_html(report: QuantReport) -> str:
         def close_run():
             # a run of one colour shares one span, so that a saved report stays small
             if run:
-                text = "".join(run)
-                colour = safe.css(background=_kl_colour(run_level / 7))
+                text = "<wbr>".join(run)
+                colour = safe.css(background=_kl_colour(run_level / _LEVELS))
                 parts.append(f"<span style='{colour}'>{text}</span>" if run_level else text)
                 run.clear()
 
         for j, kl in enumerate(pos["kl"]):
             token = safe.visible(report.tokens[j + 1] if j + 1 < len(report.tokens) else "")
-            level = round(7 * _kl_level(kl, lo, hi))
+            level = round(_LEVELS * _kl_level(kl, lo, hi))
             if j in flipped:
                 close_run()
                 tip = (f"position {j + 1} · KL {kl:.4g}\n{ref_label}: {_tops(ref['top'][j])}\n"
                        f"{r['label']}: {_tops(pos['top'][j])}")  # fmt: skip
-                style = safe.css(background=_kl_colour(level / 7), text_decoration="underline")
+                style = safe.css(background=_kl_colour(level / _LEVELS), text_decoration="underline")
                 parts.append(f'<span class="kb-quant-tok" style="{style}" title="{safe.attr(tip)}">{token}</span>')
                 continue
             if level != run_level:
