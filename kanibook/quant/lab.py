@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..exceptions import KanibookError
+from ..layers.compare import lab_capture, lab_record
 from .settings import Setting, resolve_settings
 from .answers import answer_table, token_texts, top_tokens
 from .native import NativeGGUF, gguf_source, is_native, load_native, native_footprint, native_scores
@@ -49,6 +50,7 @@ def compare_quantization(
     compute_dtype: str | None = None,
     max_new_tokens: int = 24,
     progress: bool = True,
+    layers: bool | None = None,
 ):
     """Load a model under several quantization settings, one after another, and measure cost and quality.
 
@@ -63,6 +65,9 @@ def compare_quantization(
     :param compute_dtype: The compute dtype of the 4-bit presets (default ``"bfloat16"``).
     :param max_new_tokens: The longest answer, in tokens.
     :param progress: Show a progress bar across settings and steps.
+    :param layers: Also record what each setting does inside the network (weight errors, outliers, the residual
+        stream and the logit lens against the reference: ``report.show_layers(label)``, :mod:`kanibook.layers`);
+        None: on where it costs under a third of the lab's time.
     :returns: A :class:`~kanibook.QuantReport`.
     """
     path = _model_path(model)
@@ -73,6 +78,7 @@ def compare_quantization(
         raise KanibookError(f"max_new_tokens must be at least 1, not {max_new_tokens}.")
     text = REFERENCE_TEXT if reference_text is None else str(reference_text)
     lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens)
+    lab.layers = layers
     started = time.perf_counter()
     with _quiet_loading(), _progress(len(resolved) * len(_STEPS), progress) as bar:
         for setting in resolved:
@@ -94,6 +100,7 @@ class _Lab:
         self.positions: dict[str, dict] = {}
         self.answers: dict[str, list[dict]] = {}
         self.estimates = _estimates(path)
+        self.layers, self.recorder = None, None  # the layers pass (kanibook.layers.compare.lab_record)
         release_memory(device)
         self.start_memory = memory_now(device)
 
@@ -111,7 +118,8 @@ class _Lab:
             row.update(native_footprint(engine) if is_native(setting) else _footprint(engine.model))
             bar.update(1)
             bar.set_description(f"{setting.label}: quality")
-            (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
+            with lab_capture(self, engine, setting) as captured:  # the layers' hooks read this pass too
+                (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
             row.update(quality.stats)
             self.positions[setting.label] = {"kl": quality.kl, "top": top_tokens(scores, self.tokenizer),
                                              "flips": [list(f) for f in quality.flips]}  # fmt: skip
@@ -121,6 +129,9 @@ class _Lab:
             self.answers[setting.label] = answers
             row.update(_speed(answers))
             bar.update(1)
+            if self.layers is not False:
+                bar.set_description(f"{setting.label}: layers")
+                lab_record(self, engine, setting, row, captured)
             row["available"] = True
         except Exception as e:  # noqa: BLE001 - the setting becomes a row with its reason; the others still run
             if setting.reference:
@@ -197,6 +208,7 @@ class _Lab:
             machine=machine_info(self.device),
             start_memory_bytes=self.start_memory,
             total_s=total_s,
+            layers=self.recorder.close() if self.recorder is not None else {},
         )
 
 

@@ -45,6 +45,8 @@ class QuantReport:
     :param machine: CPU / GPU, torch, transformers and bitsandbytes versions.
     :param start_memory_bytes: The memory reading before the first setting loaded.
     :param total_s: The whole comparison's duration.
+    :param layers: Inside the network, per setting against the reference (``compare_quantization(layers=...)``,
+        :mod:`kanibook.layers.compare`); ``{}`` when not recorded. Drawn by :meth:`show_layers`.
     """
 
     model: str
@@ -56,6 +58,7 @@ class QuantReport:
     machine: dict = field(default_factory=dict)
     start_memory_bytes: int | None = None
     total_s: float | None = None
+    layers: dict = field(default_factory=dict)
 
     @property
     def reference(self) -> dict:
@@ -82,6 +85,16 @@ class QuantReport:
             ref_top = self.positions[self.reference["label"]]["top"][j]
             out.append((j + 1, ref_top[0][0], top[0][0]))
         return out
+
+    def show_layers(self, label: str | None = None, **kwargs):
+        """What each setting does inside the network: error against layer for every setting, a layers x tokens
+        heatmap for ``label`` (default: the first quantized setting), the weight histogram, the outliers.
+
+        :param kwargs: ``element_id`` for deterministic HTML; ``plots=False`` for the tables alone.
+        """
+        from ..layers.report_view import LayersReportView
+
+        return LayersReportView.of(self, label, **kwargs)
 
     def to_pandas(self):
         """The rows as a ``pandas.DataFrame`` indexed by label (needs pandas)."""
