@@ -70,7 +70,8 @@ class LayersView:
         return f"<LayersView {len(self.layer_names)} layers x {len(self.tokens)} tokens of {self.model!r}>"
 
 
-def show_layers(target, text_or_messages=None, *, position: int | None = None, element_id: str | None = None):
+def show_layers(target, text_or_messages=None, *, position: int | None = None, element_id: str | None = None,
+                progress: bool = True):
     """The logit lens: at every layer, the model's final norm and output head applied to the residual stream give
     that layer's prediction of the next token, for every position.
 
@@ -81,6 +82,7 @@ def show_layers(target, text_or_messages=None, *, position: int | None = None, e
     :param position: The position whose predictions are tabled layer by layer (negative counts from the end);
         default: the last.
     :param element_id: The HTML element id (for deterministic output).
+    :param progress: A progress bar across the layers.
     :returns: A :class:`LayersView`.
     """
     from .._names import model_display_name
@@ -95,7 +97,10 @@ def show_layers(target, text_or_messages=None, *, position: int | None = None, e
     if len(ids) < 1:
         raise KanibookError("The text has no tokens: give show_layers at least one.")
     p = _index(-1 if position is None else position, len(ids))
-    table = model_thread().run(lens_table, engine.model, ids)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=None, disable=not progress, unit="layer", desc="logit lens") as bar:
+        table = model_thread().run(lens_table, engine.model, ids, bar)
     texts = _texts(engine.tokenizer, table["top_ids"])
     return LayersView(
         tokens=[engine.tokenizer.decode([i]) for i in ids],
@@ -112,7 +117,7 @@ def show_layers(target, text_or_messages=None, *, position: int | None = None, e
     )
 
 
-def lens_table(model, ids) -> dict:
+def lens_table(model, ids, bar=None) -> dict:
     """On the model thread: the lens's top tokens at every layer and position, and where each position settles."""
     import torch
 
@@ -120,8 +125,12 @@ def lens_table(model, ids) -> dict:
 
     parts = find_parts(model)
     stream, _ = capture(model, parts, ids)
+    if bar is not None:
+        bar.reset(total=len(stream))
     top_ids, top_probs = [], []
     for hidden in stream:
+        if bar is not None:
+            bar.update(1)
         top = lens_logprobs(parts, hidden).topk(_TOP, dim=-1)
         top_ids.append(top.indices.tolist())
         top_probs.append(torch.exp(top.values).tolist())

@@ -68,7 +68,10 @@ def _dequantized(module, torch):
         if getattr(state, "packing_format_for_cpu", False):  # repacked for the CPU kernel on the first forward
             import copy  # the inverse rewrites the state it is given: the module keeps its own
 
+            nested = state.original_nested
             data, state = F._convert_weight_packed_for_cpu_inverse(data, copy.deepcopy(state))
+            if not nested:  # bitsandbytes 0.50 restores the absmax's order only for nested (double-quant) states
+                state.absmax = state.absmax.T.reshape(-1).float()
         return F.dequantize_4bit(data, state).float().cpu()
     if kind == "Linear8bitLt":
         # the row scales live on the weight until the first forward moves them to the module's state
@@ -151,21 +154,23 @@ def tail_ratio(w) -> float:
     return float(w.abs().max() / w.std().clamp_min(1e-30))
 
 
-def histogram(name: str, w, bins: int = 80) -> dict:
-    """One module's weights as a histogram, and the levels of nf4, fp4 (a median block's absmax) and int8 (a median
-    row's absmax), in the weights' own units."""
+def histogram(name: str, w, bins: int = 120) -> dict:
+    """One module's weights as a histogram over the range a median row spans (the rarer, larger weights counted in
+    ``beyond``), and the levels of nf4, fp4 (a median block's absmax) and int8 (a median row's absmax), in the
+    weights' own units."""
     import torch
 
     flat = w.flatten()
-    lo, hi = float(flat.min()), float(flat.max())
-    counts = torch.histc(flat, bins=bins, min=lo, max=hi)
     usable = flat[: flat.numel() // _BLOCKSIZE * _BLOCKSIZE].reshape(-1, _BLOCKSIZE)
     block_absmax = float(usable.abs().max(dim=1).values.median())
     row_absmax = float(w.abs().max(dim=1).values.median())
+    span = 1.1 * row_absmax
+    counts = torch.histc(flat, bins=bins, min=-span, max=span)
     return {
         "name": name,
-        "edges": [lo + (hi - lo) * i / bins for i in range(bins + 1)],
+        "edges": [-span + 2 * span * i / bins for i in range(bins + 1)],
         "counts": [int(c) for c in counts.tolist()],
+        "beyond": int((flat.abs() > span).sum()),
         "std": float(flat.std()),
         "tail_ratio": tail_ratio(w),
         "block_absmax": block_absmax,

@@ -236,19 +236,19 @@ def histogram_figure(hist: dict, *, width: float = 11.0):
     fig = Figure(figsize=(width, 2.8), dpi=90, layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     edges, counts = hist["edges"], hist["counts"]
-    span = 4 * hist["block_absmax"]
     for ax, fmt in zip(axes, ("nf4", "fp4", "int8")):
         ax.stairs(counts, edges, fill=True, alpha=0.5)
         levels = hist["levels"][fmt]
         for v in levels if fmt != "int8" else levels[::8]:
             ax.axvline(v, color="#d62728", linewidth=0.6, alpha=0.8)
         ax.set_yscale("log")
-        ax.set_xlim(-span, span)
+        ax.set_xlim(edges[0], edges[-1])
         ax.tick_params(labelsize=7)
         shown = "every 8th of 255 levels" if fmt == "int8" else f"{len(levels)} levels"
         ax.set_title(f"{fmt}: {shown}", fontsize=9)
-    fig.suptitle(f"{safe.clean_chars(hist['name'])}: weights (max |w| = {hist['tail_ratio']:.1f} standard deviations)"
-                 f"; a block's absmax {hist['block_absmax']:.3g}, a row's {hist['row_absmax']:.3g}", fontsize=9)
+    fig.suptitle(f"{safe.clean_chars(hist['name'])}: weights (max |w| = {hist['tail_ratio']:.1f} standard deviations, "
+                 f"{hist.get('beyond', 0)} beyond this range); a median block's absmax {hist['block_absmax']:.3g}, "
+                 f"a median row's {hist['row_absmax']:.3g}", fontsize=9)
     return fig
 
 
