@@ -288,3 +288,21 @@ def test_the_comparison_on_cuda(demo_model_dir):
     blocks = settings["nf4"]["weights"]["per_block"]
     assert all(settings["int8"]["weights"]["per_block"][b] < e for b, e in blocks.items())
     assert report.show_layers("nf4")._repr_mimebundle_()["text/html"].count("<img") == 3
+
+
+def test_by_default_the_layers_stay_on_only_where_they_cost_under_a_third(monkeypatch):
+    """``layers=None``: after the reference, the pass is judged by what each setting would pay (timed, not guessed)."""
+    import time
+    from types import SimpleNamespace
+
+    from kanibook.layers.compare import LayerRecorder, lab_record
+
+    for lab_seconds, off in ((10.0, False), (0.03, True)):
+        recorder = LayerRecorder(".", [1, 2, 3])
+        monkeypatch.setattr(recorder, "record", lambda *a: (time.sleep(0.05), recorder.data["settings"].update(
+            {"fp32": {}}))[1])  # fmt: skip
+        lab = SimpleNamespace(layers=None, recorder=recorder)
+        row = {"load_s": lab_seconds, "quality_s": 0.0, "answers_s": 0.0}
+        lab_record(lab, SimpleNamespace(model=object()), SimpleNamespace(label="fp32", preset="fp32", reference=True),
+                   row, {})  # fmt: skip
+        assert bool(recorder.data.get("off")) is off and "layers=True" in recorder.data.get("off", "layers=True")
