@@ -149,7 +149,7 @@ def test_the_lens_kl_at_the_last_layer_agrees_with_the_labs_own_kl(layers_report
         lumped = layers_report.layers["settings"][label]["kl"][-1]
         full = layers_report.positions[label]["kl"]
         assert len(lumped) == len(full)
-        assert all(a <= b * (1 + 1e-3) + 1e-6 for a, b in zip(lumped, full)), label
+        assert all(a <= b * (1 + 1e-2) + 1e-6 for a, b in zip(lumped, full)), label  # 3 digits kept
         assert sum(lumped) >= 0.9 * sum(full), label
 
 
@@ -303,6 +303,7 @@ def test_by_default_the_layers_stay_on_only_where_they_cost_under_a_third(monkey
             {"fp32": {}}))[1])  # fmt: skip
         lab = SimpleNamespace(layers=None, recorder=recorder)
         row = {"load_s": lab_seconds, "quality_s": 0.0, "answers_s": 0.0}
-        lab_record(lab, SimpleNamespace(model=object()), SimpleNamespace(label="fp32", preset="fp32", reference=True),
+        model = SimpleNamespace(named_modules=lambda: iter(()))
+        lab_record(lab, SimpleNamespace(model=model), SimpleNamespace(label="fp32", preset="fp32", reference=True),
                    row, {})  # fmt: skip
         assert bool(recorder.data.get("off")) is off and "layers=True" in recorder.data.get("off", "layers=True")
