@@ -41,9 +41,9 @@ class LayersReportView:
 
         layers = report.layers or {}
         reference = report.reference["label"]
-        if label is None:
-            label = next((lab for lab, e in layers.get("settings", {}).items()
-                          if lab != reference and "unavailable" not in e), reference)  # fmt: skip
+        if label is None:  # the first setting that differs from the reference (not the reference loaded again)
+            others = [(lab, e) for lab, e in layers.get("settings", {}).items() if lab != reference and "kl_mean" in e]
+            label = next((lab for lab, e in others if any(e["kl_mean"])), others[0][0] if others else reference)
         elif label not in report.labels:
             raise KanibookError(f"No setting {label!r} in this report: use one of {', '.join(report.labels)}.")
         tops = {lab: [top[0][0] if top else "" for top in p.get("top", [])] for lab, p in report.positions.items()}

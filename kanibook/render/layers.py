@@ -106,7 +106,7 @@ def lens_text(view) -> str:
         tops = ", ".join(f"{safe.clean_chars(repr(t))} {_pct(q)}" for t, q in entry["tokens"][:3])
         lines.append(f"  {entry['layer']:>5}: {tops}")
     lines.append(f"settles at layer (per position): {view.settles}")
-    return "\n".join(lines)
+    return "\n".join(safe.clean_chars(line) for line in lines)
 
 
 # ---- the lab's comparison inside the network ------------------------------------------------------------------------

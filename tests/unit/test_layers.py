@@ -161,8 +161,8 @@ def test_flipped_positions_and_the_layer_they_part(layers_report):
     top = len(layers_report.layers["layer_names"]) - 1
     assert all(0 <= layer <= top for _, layer in entry["flip_layers"])
     # position 0 parts at layer 2 and stays apart; position 1 agrees at the end; position 2 parts only at the top
-    ref = [[5, 5, 5], [1, 1, 1], [7, 7, 7], [4, 4, 4]]
-    new = [[5, 5, 5], [2, 1, 7], [3, 7, 7], [3, 9, 8]]
+    ref = [[5, 5, 5], [1, 1, 1], [7, 7, 7], [4, 4, 4]]  # [layer][position]
+    new = [[5, 5, 5], [1, 2, 1], [3, 7, 7], [9, 4, 8]]
     assert flip_layers(ref, new) == [[0, 2], [2, 3]]
 
 
