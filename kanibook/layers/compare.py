@@ -101,7 +101,7 @@ class LayerRecorder:
         start = time.perf_counter()
         self.ref_stream = stream
         self.ref_lens = [_sparse(lens_logprobs(parts, h[: len(self.ids) - 1])) for h in stream]
-        self.data["reference_lens_s"] = time.perf_counter() - start  # paid once, by the reference
+        self.data["reference_lens_s"] = round(time.perf_counter() - start, 3)  # paid once, by the reference
         self.ref_weights = ReferenceWeights(self.path)
         self.data["layer_names"] = layer_names(len(stream))
         self.data["threshold"] = OUTLIER_THRESHOLD
@@ -262,8 +262,7 @@ def lab_record(lab, engine, setting, row: dict, captured: dict) -> None:
     """The lab's layers step for one loaded setting (``lab``: the lab's state, with ``layers`` True / None (auto) and
     ``recorder``). A failure becomes the setting's ``unavailable`` line; the setting's other figures stand.
 
-    Auto (``layers=None``): after the reference, the layers pass stays on only where, for each setting, it costs
-    under a third of what the lab spends on it (its load, quality and answers: the reference's times, measured).
+    Auto (``layers=None``): judged at the reference, before its pass (:func:`_judge_default`).
     """
     import time
 
@@ -275,6 +274,10 @@ def lab_record(lab, engine, setting, row: dict, captured: dict) -> None:
         lab.recorder = LayerRecorder(lab.path, lab.tokenizer(lab.text)["input_ids"])
     recorder = lab.recorder
     if recorder.data.get("off"):
+        return
+    off = _judge_default(lab, engine, setting, row) if not _native(setting, engine) else None
+    if off:
+        recorder.data["off"] = off
         return
     if _native(setting, engine):
         recorder.unavailable(setting.label, NO_HIDDEN_STATES)
@@ -289,9 +292,27 @@ def lab_record(lab, engine, setting, row: dict, captured: dict) -> None:
         return
     spent = time.perf_counter() - start
     recorder.data["settings"][setting.label]["seconds"] = round(spent, 3)
-    if setting.reference and lab.layers is None:
-        lab_s = sum(row.get(k) or 0.0 for k in ("load_s", "quality_s", "answers_s"))
-        estimate = spent - recorder.data.get("reference_lens_s", 0.0)  # what each other setting will pay
-        if estimate > lab_s / 3:
-            recorder.data["off"] = (f"the layers pass would add about {estimate:.1f} s to each setting's {lab_s:.1f} s "
-                                    "(more than a third): off by default here; pass layers=True to record it.")  # fmt: skip
+
+
+def _judge_default(lab, engine, setting, row: dict) -> str | None:
+    """``layers=None``: before the reference's pass, why it should be off (None: keep it on). Each later setting pays
+    one lens pass: (layers + 1) x vocabulary x hidden multiply-adds per token, against the quality pass's ~parameters
+    per token, so its cost is the measured quality pass scaled by that ratio; it must stay under a third of what the
+    lab spends on a setting (the reference's load, quality and answers, measured)."""
+    if lab.layers is not None or not setting.reference:
+        return None
+    lab_s = sum(row.get(k) or 0.0 for k in ("load_s", "quality_s", "answers_s"))
+    estimate = (row.get("quality_s") or 0.0) * lens_cost_ratio(engine.model)
+    if estimate <= lab_s / 3:
+        return None
+    return (f"the layers pass would add about {estimate:.1f} s to each setting's {lab_s:.1f} s (more than a third): off "
+            "by default here; pass layers=True to record it.")
+
+
+def lens_cost_ratio(model) -> float:
+    """The logit lens at every layer over one forward pass, in multiply-adds (a transformers model)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    params = sum(p.numel() for p in model.parameters()) or 1
+    return (layers + 1) * getattr(config, "vocab_size", 0) * hidden / params

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..exceptions import KanibookError
 
-__all__ = ["LensNotFound", "LensParts", "find_parts", "capture", "stream_hooks", "check_stream", "lens_logits", "lens_logprobs", "decoder_layers"]
+__all__ = ["LensNotFound", "LensParts", "find_parts", "capture", "stream_hooks", "check_stream", "lens_logits",
+           "lens_logprobs", "decoder_layers"]
 
 # (blocks, final norm) paths, the first that exists wins
 _PLACES = (

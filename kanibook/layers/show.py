@@ -99,7 +99,10 @@ def show_layers(target, text_or_messages=None, *, position: int | None = None, e
     p = _index(-1 if position is None else position, len(ids))
     from tqdm.auto import tqdm
 
-    with tqdm(total=None, disable=not progress, unit="layer", desc="logit lens") as bar:
+    from .lens import decoder_layers
+
+    found = decoder_layers(engine.model)
+    with tqdm(total=len(found[1]) + 1 if found else None, disable=not progress, unit="layer", desc="logit lens") as bar:
         table = model_thread().run(lens_table, engine.model, ids, bar)
     texts = _texts(engine.tokenizer, table["top_ids"])
     return LayersView(

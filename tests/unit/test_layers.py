@@ -290,20 +290,21 @@ def test_the_comparison_on_cuda(demo_model_dir):
     assert report.show_layers("nf4")._repr_mimebundle_()["text/html"].count("<img") == 3
 
 
-def test_by_default_the_layers_stay_on_only_where_they_cost_under_a_third(monkeypatch):
-    """``layers=None``: after the reference, the pass is judged by what each setting would pay (timed, not guessed)."""
-    import time
+def test_by_default_the_layers_stay_on_only_where_they_cost_under_a_third(demo_engine):
+    """``layers=None``: judged at the reference from its measured quality pass, scaled by the lens's cost."""
     from types import SimpleNamespace
 
-    from kanibook.layers.compare import LayerRecorder, lab_record
+    from kanibook.layers.compare import LayerRecorder, lab_record, lens_cost_ratio
 
-    for lab_seconds, off in ((10.0, False), (0.03, True)):
-        recorder = LayerRecorder(".", [1, 2, 3])
-        monkeypatch.setattr(recorder, "record", lambda *a: (time.sleep(0.05), recorder.data["settings"].update(
-            {"fp32": {}}))[1])  # fmt: skip
-        lab = SimpleNamespace(layers=None, recorder=recorder)
-        row = {"load_s": lab_seconds, "quality_s": 0.0, "answers_s": 0.0}
-        model = SimpleNamespace(named_modules=lambda: iter(()))
-        lab_record(lab, SimpleNamespace(model=model), SimpleNamespace(label="fp32", preset="fp32", reference=True),
-                   row, {})  # fmt: skip
-        assert bool(recorder.data.get("off")) is off and "layers=True" in recorder.data.get("off", "layers=True")
+    ratio = lens_cost_ratio(demo_engine.model)
+    config = demo_engine.model.config
+    assert ratio == pytest.approx((config.num_hidden_layers + 1) * config.vocab_size * config.hidden_size
+                                  / sum(p.numel() for p in demo_engine.model.parameters()))  # fmt: skip
+    reference = SimpleNamespace(label="fp32", preset="fp32", reference=True)
+    for load_s, off in ((1000.0, False), (0.0, True)):
+        lab = SimpleNamespace(layers=None, recorder=LayerRecorder(".", [1, 2, 3]))
+        recorded = []
+        lab.recorder.record = lambda *a, lab=lab: recorded.append(a) or lab.recorder.data["settings"].setdefault("fp32", {})
+        lab_record(lab, demo_engine, reference, {"load_s": load_s, "quality_s": 1.0, "answers_s": 1.0}, {})
+        assert bool(lab.recorder.data.get("off")) is off and bool(recorded) is not off
+        assert "layers=True" in lab.recorder.data.get("off", "layers=True")
