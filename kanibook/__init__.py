@@ -48,6 +48,8 @@ _LAZY = {
     "compare_quantization": "kanibook.quant.lab",
     "QuantReport": "kanibook.quant.report",
     "recommend_quant": "kanibook.quant.recommend",
+    # inside the layers: the logit lens, and quantization layer by layer (the lab's layers=)
+    "show_layers": "kanibook.layers.show",
 }
 
 __all__ = ["KanibookError", "load_ipython_extension", "__version__", *_LAZY]
@@ -61,6 +63,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .memory_view import estimate_memory, memory, memory_timeline
     from .probs.view import score_text, show_reply
     from .prompt import compare_prompts, show_prompt
+    from .layers.show import show_layers
     from .quant.lab import compare_quantization
     from .quant.recommend import recommend_quant
     from .quant.report import QuantReport

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._progress import progress_bar
 from ..exceptions import KanibookError
+from ..layers.compare import lab_capture, lab_record
 from .settings import Setting, resolve_settings
 from .answers import answer_table, token_texts, top_tokens
 from .measure import compute_dtype_of, footprint, memory_now, release_memory, speed
@@ -52,6 +53,7 @@ def compare_quantization(
     max_new_tokens: int = 24,
     repeats: int = 2,
     progress: bool = True,
+    layers: bool | None = None,
 ):
     """Load a model under several quantization settings, one after another, and measure cost and quality.
 
@@ -68,6 +70,9 @@ def compare_quantization(
     :param repeats: How many times each prompt is answered (after one short warm-up answer); the speed figures are
         the medians over all these answers, so one slow answer on a busy machine does not decide them.
     :param progress: Show a progress bar across settings and steps.
+    :param layers: Also record what each setting does inside the network (weight errors, outliers, the residual
+        stream and the logit lens against the reference: ``report.show_layers(label)``, :mod:`kanibook.layers`);
+        None: on where it costs under a third of the lab's time.
     :returns: A :class:`~kanibook.QuantReport`.
     """
     path = _model_path(model)
@@ -80,6 +85,7 @@ def compare_quantization(
         raise KanibookError(f"repeats must be a whole number of at least 1, not {repeats!r}.")
     text = REFERENCE_TEXT if reference_text is None else str(reference_text)
     lab = _Lab(path, device, compute_dtype, prompts, text, max_new_tokens, repeats)
+    lab.layers = layers
     started = time.perf_counter()
     steps = len(resolved) * len(_STEPS)
     with _quiet_loading(), progress_bar(steps, "quantization lab", unit="step", enabled=progress) as bar:
@@ -103,6 +109,7 @@ class _Lab:
         self.positions: dict[str, dict] = {}
         self.answers: dict[str, list[dict]] = {}
         self.estimates = _estimates(path)
+        self.layers, self.recorder = None, None  # the layers pass (kanibook.layers.compare.lab_record)
         release_memory(device)
         self.start_memory = memory_now(device)
 
@@ -121,7 +128,8 @@ class _Lab:
             row.update(native_footprint(engine) if is_native(setting) else footprint(engine.model))
             bar.update(1)
             bar.set_description(f"{setting.label}: quality")
-            (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
+            with lab_capture(self, engine, setting) as captured:  # the layers' hooks read this pass too
+                (quality, scores), row["quality_s"] = _timed(self._quality, engine, setting)
             row.update(quality.stats)
             native = is_native(setting)
             row["compute_dtype"] = "llama.cpp (the file's own format)" if native else compute_dtype_of(engine.model)
@@ -133,6 +141,9 @@ class _Lab:
             self.answers[setting.label] = answers
             row.update(speed(answers, row.get("memory_before_load_bytes")))
             bar.update(1)
+            if self.layers is not False:
+                bar.set_description(f"{setting.label}: layers")
+                lab_record(self, engine, setting, row, captured)
             row["available"] = True
         except Exception as e:  # noqa: BLE001 - the setting becomes a row with its reason; the others still run
             if setting.reference:
@@ -218,6 +229,7 @@ class _Lab:
             start_memory_bytes=self.start_memory,
             total_s=total_s,
             repeats=self.repeats,
+            layers=self.recorder.close() if self.recorder is not None else {},
         )
 
 

@@ -50,6 +50,8 @@ class QuantReport:
     :param start_memory_bytes: The memory reading before the first setting loaded.
     :param total_s: The whole comparison's duration.
     :param repeats: How many times each prompt was answered (after a warm-up) for the speed figures.
+    :param layers: Inside the network, per setting against the reference (``compare_quantization(layers=...)``,
+        :mod:`kanibook.layers.compare`); ``{}`` when not recorded. Drawn by :meth:`show_layers`.
     """
 
     model: str
@@ -62,6 +64,7 @@ class QuantReport:
     start_memory_bytes: int | None = None
     total_s: float | None = None
     repeats: int | None = None
+    layers: dict = field(default_factory=dict)
 
     @property
     def reference(self) -> dict:
@@ -104,6 +107,15 @@ class QuantReport:
                         "same_text": ref_text == text, "ref_p": ref_top[0][1], "ref_p_of_other": _p_of(ref_top, top_id),
                         "p": top[0][1], "p_of_ref": _p_of(top, ref_id)})  # fmt: skip
         return out
+    def show_layers(self, label: str | None = None, **kwargs):
+        """What each setting does inside the network: error against layer for every setting, a layers x tokens
+        heatmap for ``label`` (default: the first quantized setting), the weight histogram, the outliers.
+
+        :param kwargs: ``element_id`` for deterministic HTML; ``plots=False`` for the tables alone.
+        """
+        from ..layers.report_view import LayersReportView
+
+        return LayersReportView.of(self, label, **kwargs)
 
     def to_pandas(self):
         """The rows as a ``pandas.DataFrame`` indexed by label (needs pandas)."""
