@@ -121,7 +121,7 @@ def explain_reply(target, index: int = -1, *, detail: int | None = None, budget:
     the template's scaffolding), in total and per reply token.
 
     Teacher-forced through kanibook's one scoring path: nothing is generated, the reply is the one in the
-    conversation. On a CPU it takes seconds (a progress bar shows past one second).
+    conversation. On a CPU it takes seconds (a progress bar shows for work of more than about a second).
 
     :param target: A ``kani.Kani``, the notebook's ``ChatSession``, a chat panel, or an engine with ``messages``.
     :param index: Which reply (among the conversation's replies; -1: the last).
@@ -141,7 +141,8 @@ def explain_reply(target, index: int = -1, *, detail: int | None = None, budget:
     last = reply.end - reply.start
     pad = _pad_id(reply.engine)
     rows = [reply.ids, *[v for v in variants if v is not None], *token_rows]
-    with steps("explain_reply", len(rows) + 1, progress) as bar:
+    work = len(reply.view.token_ids) + sum(map(len, rows))
+    with steps("explain_reply", len(rows) + 1, progress, work) as bar:
         exact = score_ids(reply.model, reply.view.token_ids, top_k=0)  # what score_text scores
         bar.update()
         scored = score_tails(reply.model, rows, last, pad_id=pad, on_batch=bar.update)

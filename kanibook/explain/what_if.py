@@ -113,7 +113,8 @@ def template_what_if(target, index: int = -1, *, templates=(), greedy_tokens: in
     distinct = list(dict.fromkeys(tuple(v.prefix) for v in usable))
     reply_ids = reply.reply_ids
     greedy_steps = len(distinct) if greedy_tokens > 0 else 0
-    with steps("template_what_if", len(distinct) + greedy_steps, progress) as bar:
+    work = sum(len(p) + len(reply_ids) for p in distinct) + greedy_steps * greedy_tokens * 20  # a token ~ 20 positions
+    with steps("template_what_if", len(distinct) + greedy_steps, progress, work) as bar:
         scored = score_tails(reply.model, [list(p) + reply_ids for p in distinct], len(reply_ids),
                              pad_id=_pad(reply.engine), on_batch=bar.update)  # fmt: skip
         by_prefix = dict(zip(distinct, scored))
