@@ -12,6 +12,7 @@ import kanibook
 from kanibook.exceptions import KanibookError
 
 from _html import parse_html  # tests/_html.py
+from _waits import until  # tests/unit/_waits.py
 
 NAME = "Zorblax"
 CONVERSATION = [
@@ -159,7 +160,7 @@ def test_hostile_texts_are_inert_in_every_view(demo_engine):
     bad = " ".join(HOSTILE)
     messages = [ChatMessage.system(bad), ChatMessage.user(f"{bad} is the word."), ChatMessage.assistant(bad)]
     ex = kanibook.explain_reply(demo_engine, messages=messages, detail=1, budget=2, progress=False)
-    w = kanibook.template_what_if(demo_engine, messages=messages, greedy_tokens=2, progress=False,
+    w = kanibook.template_what_if(demo_engine, messages=messages, greedy_tokens=1, progress=False,
                                   templates={bad: "{% for m in messages %}" + bad + "{{ m.content }}{% endfor %}"})
     for obj in (ex, w):
         html = obj._repr_mimebundle_()["text/html"]
@@ -220,7 +221,7 @@ def test_panel_why_opens_the_view_under_the_reply_and_closes_it(demo_engine, run
         reply_view = panel.messages[-1]
         assert reply_view.why_button.description == "Why?"
         reply_view.why_button.click()
-        await next(iter(panel._side_tasks))
+        await until(lambda: reply_view.why_view is not None, timeout=300)
         return panel, reply_view
 
     panel, view = run_async(scenario())
