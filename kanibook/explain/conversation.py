@@ -108,9 +108,9 @@ def resolve(target, index: int = -1, messages=None) -> Reply:
 def _conversation(target, messages):
     from kani import Kani
 
-    kani = getattr(target, "kani", None) if not isinstance(target, Kani) else target
-    if kani is not None and getattr(target, "loaded", True) is False:
+    if not isinstance(target, Kani) and getattr(target, "loaded", True) is False:  # a session: never load here
         raise KanibookError("No model is loaded in this session yet: chat first (%%chat or %kani load).")
+    kani = getattr(target, "kani", None) if not isinstance(target, Kani) else target
     if isinstance(kani, Kani):
         history = list(messages) if messages is not None else [*kani.always_included_messages, *kani.chat_history]
         return kani.engine, history, kani.get_enabled_functions() or None
