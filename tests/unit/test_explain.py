@@ -176,6 +176,7 @@ def test_what_cannot_be_explained_gets_one_line(demo_engine, monkeypatch):
     from PIL import Image
 
     from kanibook.openai_compat import openai_engine
+    from kanibook.session import ChatSession
 
     server = openai_engine("http://127.0.0.1:9/v1", model="served", tokenizer=demo_engine.tokenizer,
                            max_context_size=8192)  # an OpenAI-compatible server: it cannot score a given reply
@@ -189,6 +190,7 @@ def test_what_cannot_be_explained_gets_one_line(demo_engine, monkeypatch):
         (lambda: kanibook.explain_reply(demo_engine, messages=CONVERSATION, index=7), "out of range"),
         (lambda: kanibook.explain_reply(demo_engine, messages=CONVERSATION, detail=9), "detail=9"),
         (lambda: kanibook.explain_reply(demo_engine), "messages"),
+        (lambda: kanibook.explain_reply(ChatSession()), "No model is loaded"),  # and it loads none
     ]
     for call, expected in cases:
         with pytest.raises(KanibookError) as e:
