@@ -98,6 +98,9 @@ class PanelWhy:
         html.add_class("kb-why-view")
         children = list(view.widget.children)
         children.insert(children.index(view.body) + 1, html)
+        # the message list is a flex column of limited height: a reply grown by the view must not be squeezed
+        # (clipping its Why? button), the list scrolls instead
+        view.widget.layout.flex = "0 0 auto"
         view.widget.children = tuple(children)
         view.why_view = html
         self._set_status("ready")
