@@ -1,9 +1,10 @@
 """Benchmark (not a test): what ``explain_reply`` costs against one teacher-forced scoring of the same conversation.
 
 1. By message: ``explain_reply`` on a six-message conversation (a document, its acknowledgement, a question, its
-   answer, a follow-up, the reply explained) with the embedded model, against ``score_text`` of the same conversation (the one scoring
-   path: show_prompt + one forward pass), best of R each, alternating. Target: at most (messages + 2) times it.
-2. By token: ``explain_reply(..., detail=0)`` (the document, about 150 tokens) within its budget of forward passes:
+   answer, a follow-up, the reply explained) with the embedded model, against ``score_text`` of the same conversation
+   (the one scoring path: show_prompt + one forward pass), best of R each, alternating. Target: at most (messages + 2)
+   times it.
+2. By token: ``explain_reply(..., detail=0)`` (the document, about 100 tokens) within its budget of forward passes:
    passes used (target: <= budget) and its time against the same scoring (target: at most messages + 2 + passes).
 
 Usage: python bench/bench_explain.py [--repeats 3] [--budget 64] [--quick]

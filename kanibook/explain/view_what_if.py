@@ -21,7 +21,7 @@ _KEEP = 3
 
 
 def diff_hunks(a: list[int], b: list[int]) -> list[tuple[str, int, int, int, int]]:
-    """difflib opcodes of two id lists, the equal runs trimmed to ``_KEEP`` tokens of context around changes."""
+    """difflib opcodes of two id lists (the HTML shows ``_KEEP`` tokens of each equal run around the changes)."""
     return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
 
 
@@ -78,8 +78,8 @@ def what_if_html(what_if) -> str:
             f'<td style="{_NUM}">{_fmt(v.logprob, ".2f")}</td><td style="{_NUM}">{_fmt(v.perplexity, ".2f")}</td>'
             f'<td style="{_NUM}">{change}</td><td style="{_CELL}">{greedy}</td></tr>'
         )
-    head = "".join(f'<th style="{_CELL};font-weight:600">{h}</th>'
-                   for h in ("prompt", "log p of the reply", "perplexity", "vs real", "greedy reply starts"))  # fmt: skip
+    names = ("prompt", "log p of the reply", "perplexity", "vs real", "greedy reply starts")
+    head = "".join(f'<th style="{_CELL};font-weight:600">{h}</th>' for h in names)
     n = len(what_if.reply.reply_ids)
     return (
         '<div class="kb-whatif" style="font-family:system-ui,-apple-system,\'Segoe UI\',sans-serif;font-size:13px;'

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from ..exceptions import KanibookError
-from .conversation import Reply, plain_text_ids, prompt_ids, resolve
+from .conversation import Reply, plain_text_ids, resolve
 from .progress import steps
 
 __all__ = ["Variant", "WhatIf", "template_what_if"]
