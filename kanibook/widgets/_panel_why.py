@@ -15,7 +15,16 @@ import ipywidgets as widgets
 from ..exceptions import KanibookError
 from ._message_view import MessageView, close_widgets
 
-__all__ = ["PanelWhy"]
+__all__ = ["PanelWhy", "why_button"]
+
+
+def why_button(on_click) -> widgets.Button:
+    """The "Why?" button of one reply (``kb-why-button``); ``on_click()`` is called on each click."""
+    button = widgets.Button(description="Why?", tooltip="What this reply rests on: the drop of its probability "
+                            "without each message", layout=widgets.Layout(width="auto"))  # fmt: skip
+    button.add_class("kb-why-button")
+    button.on_click(lambda _: on_click())
+    return button
 
 
 class PanelWhy:
@@ -51,10 +60,7 @@ class PanelWhy:
     def _attach_why(self, view: MessageView) -> None:
         if view.role != "assistant" or getattr(view, "why_button", None) is not None:
             return
-        button = widgets.Button(description="Why?", tooltip="What this reply rests on: the drop of its probability "
-                                "without each message", layout=widgets.Layout(width="auto"))  # fmt: skip
-        button.add_class("kb-why-button")
-        button.on_click(lambda _: self._guarded(self._on_why_click, view))
+        button = why_button(lambda: self._guarded(self._on_why_click, view))
         view.why_button, view.why_view = button, None
         view.widget.children = (*view.widget.children, button)
 
