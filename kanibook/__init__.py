@@ -40,6 +40,9 @@ _LAZY = {
     # inside the reply: what the model considered at every token
     "show_reply": "kanibook.probs.view",
     "score_text": "kanibook.probs.view",
+    # what the answer rests on: attribution by message, template counterfactuals
+    "explain_reply": "kanibook.explain",
+    "template_what_if": "kanibook.explain",
     # memory: readings, estimates before loading
     "memory": "kanibook.memory_view",
     "memory_timeline": "kanibook.memory_view",
@@ -59,6 +62,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .engine._model_thread import release_cpu_threads
     from .demo_model import demo_model_path
     from .engine import KanibookEngine, load
+    from .explain import explain_reply, template_what_if
     from .media import as_part, user_message, user_parts
     from .memory_view import estimate_memory, memory, memory_timeline
     from .probs.view import score_text, show_reply

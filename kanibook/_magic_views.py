@@ -160,3 +160,19 @@ class HistoryView:
             for m in self.messages
         )
         return {"text/plain": plain, "text/html": f'<div class="kb-history">{rows}</div>'}
+
+
+# ---- what %%chat --why shows ----
+
+
+def show_why(kani) -> None:
+    """Display what the last reply rests on (:func:`kanibook.explain_reply`); a reply it cannot explain: one line."""
+    from IPython.display import display
+
+    from .exceptions import KanibookError
+    from .explain import explain_reply
+
+    try:
+        display(explain_reply(kani))
+    except KanibookError as e:  # an engine that cannot score, media, a conversation too long: one line
+        print(f"why: {e}")

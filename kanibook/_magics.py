@@ -185,6 +185,8 @@ class KaniMagics(Magics):
     @argument("--audio", action="append", default=[], metavar="VAR",
               help="attach the sound in notebook variable VAR ((samples, rate), a WAV path); repeatable")
     @argument("--probs", action="store_true", help="record and show what the model considered at every token")
+    @argument("--why", action="store_true", help="after the reply, show what it rests on: the drop of its "
+              "probability without each message (kanibook.explain_reply)")  # fmt: skip
     @cell_magic
     def chat(self, line: str, cell: str):
         """Send the cell as a message to the notebook's conversation and stream the reply below it.
@@ -242,6 +244,10 @@ class KaniMagics(Magics):
             print("probabilities: not available for this engine")
         elif unrecorded:
             print(unrecorded)
+        if args.why and not result.error and session.history and session.history[-1].role.value == "assistant":
+            from ._magic_views import show_why
+
+            show_why(session.kani)
 
         if result.error:
             kept = "" if "kept" in result.error else " (your message is kept in the conversation)"

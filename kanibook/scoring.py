@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TokenScores", "score_ids", "scores_from_logits"]
+__all__ = ["TokenScores", "score_ids", "score_tails", "scores_from_logits"]
 
 
 @dataclass
@@ -85,6 +85,62 @@ def _score(model, token_ids, top_k: int, keep_full: bool, model_inputs: dict) ->
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), **model_inputs).logits[0, :-1]
     return scores_from_logits(ids[0].tolist(), logits, top_k=top_k, keep_full=keep_full)
+
+
+def score_tails(model, sequences, last: int, *, pad_id: int = 0, max_tokens: int = 8192,
+                on_batch=None) -> list[list[float]]:  # fmt: skip
+    """The log-probabilities of the last ``last`` tokens of each sequence, teacher-forced, in batched forward passes.
+
+    For many variants of one prompt that end with the same tokens (a reply scored under prompts with a part taken
+    out): the sequences are left-padded into batches of at most ``max_tokens`` tokens, and only the logits that
+    predict the last ``last`` tokens are computed. Each row's figures are :func:`scores_from_logits`'s, as for
+    :func:`score_ids` (up to floating-point noise between a batched and a single forward pass).
+
+    :param sequences: Lists of token ids, each longer than ``last``.
+    :param pad_id: The id put in the (masked) padding.
+    :param max_tokens: The most tokens (rows x the longest row) in one forward pass.
+    :param on_batch: Called with the number of rows after each forward pass (a progress bar).
+    """
+    from .engine._model_thread import model_thread
+
+    seqs = [list(s) for s in sequences]
+    if last < 1 or any(len(s) <= last for s in seqs):
+        raise ValueError("every sequence must be longer than the tail to score")
+    out: list[list[float]] = []
+    batch: list[list[int]] = []
+    for seq in seqs:
+        if batch and (len(batch) + 1) * max(len(seq), *map(len, batch)) > max_tokens:
+            out += model_thread().run(_score_batch, model, batch, last, pad_id)
+            if on_batch is not None:
+                on_batch(len(batch))
+            batch = []
+        batch.append(seq)
+    if batch:
+        out += model_thread().run(_score_batch, model, batch, last, pad_id)
+        if on_batch is not None:
+            on_batch(len(batch))
+    return out
+
+
+def _score_batch(model, batch: list[list[int]], last: int, pad_id: int) -> list[list[float]]:
+    import torch
+
+    width = max(map(len, batch))
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, seq in enumerate(batch):
+        ids[row, width - len(seq) :] = torch.as_tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+    with torch.inference_mode():
+        try:
+            logits = model(**inputs, logits_to_keep=last + 1).logits
+        except TypeError:  # a model without logits_to_keep: all logits, the tail kept
+            logits = model(**inputs).logits
+        logits = logits[:, -(last + 1) : -1]
+    return [scores_from_logits(seq[-(last + 1) :], logits[row], top_k=0).logprob for row, seq in enumerate(batch)]
 
 
 def scores_from_logits(token_ids: list[int], logits, *, top_k: int = 5, keep_full: bool = False) -> TokenScores:

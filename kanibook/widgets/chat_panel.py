@@ -33,6 +33,7 @@ from ._message_view import MessageView
 from ._attachments import AttachmentBar, media_message, show_media  # media (issue 11)
 from ._panel_conversation import PanelConversation
 from ._panel_probs import PanelProbs
+from ._panel_why import PanelWhy  # the "Why?" action on replies (issue 21)
 from ._panel_widgets import PanelWidgets
 
 __all__ = ["ChatPanel", "chat"]
@@ -40,7 +41,7 @@ __all__ = ["ChatPanel", "chat"]
 _BUSY = "busy: a reply is being generated; press Stop or wait for it"
 
 
-class ChatPanel(PanelProbs, PanelConversation, PanelWidgets):
+class ChatPanel(PanelWhy, PanelProbs, PanelConversation, PanelWidgets):
     """A chat panel around a ``kani.Kani`` (``.widget`` is the ipywidgets tree; the panel displays itself).
 
     Python API (also what the buttons call): :meth:`send`, :meth:`stop`, :meth:`regenerate`, :meth:`branch`,

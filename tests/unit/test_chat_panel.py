@@ -480,20 +480,27 @@ def test_settings_become_engine_hyperparameters(run_async):
 def test_cleared_views_and_a_closed_panel_leave_no_widgets_behind(demo_engine):
     from ipywidgets.widgets import widget
 
+    from kanibook.widgets._message_view import close_widgets
+    from kanibook.widgets._panel_why import why_button
+
     before = len(widget._instances)
     view = MessageView("user")
     per_view = len(widget._instances) - before  # its widgets, layouts and styles
     view.close()
     assert len(widget._instances) == before and per_view > 5
+    counted = len(widget._instances)
+    button = why_button(lambda: None)  # a reply also carries the panel's Why? button (its layout and style too)
+    why_widgets = len(widget._instances) - counted
+    close_widgets(button)
     history = [ChatMessage.user("hi"), ChatMessage.assistant("hello"), ChatMessage.user("bye")]
     panel = kanibook.chat(Kani(demo_engine, system_prompt="sys", chat_history=list(history)))
     opened = len(widget._instances)
     panel.clear()
-    assert len(widget._instances) == opened - 3 * per_view
+    assert len(widget._instances) == opened - 3 * per_view - why_widgets
     panel.kani.chat_history.extend(history)
     panel.set_system_prompt("other")  # re-renders every view
     panel.clear()
-    assert len(widget._instances) == opened - 3 * per_view
+    assert len(widget._instances) == opened - 3 * per_view - why_widgets
     panel.close()
     assert len(widget._instances) == before
 

@@ -1,0 +1,36 @@
+"""A progress bar for work that takes seconds: tqdm.auto (a widget in notebooks, text in terminals), shown only when the
+work is expected to take more than about a second on a CPU.
+
+The expectation is judged from the size of the work (token positions to run through the model), not from a clock, so
+the same call always shows a bar or never does: a notebook saved with its outputs compares equal when it runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+__all__ = ["steps", "SECOND_OF_WORK"]
+
+#: Token positions a small model runs through in about a second on a laptop CPU (the embedded model: a few hundred).
+SECOND_OF_WORK = 300
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def steps(desc: str, total: int, enabled: bool = True, work: int | None = None):
+    """A bar of ``total`` steps (``bar.update(n)``), closed on leaving the block; a silent one when ``enabled`` is
+    False or ``work`` (token positions) is under :data:`SECOND_OF_WORK`."""
+    if not enabled or (work is not None and work < SECOND_OF_WORK):
+        yield _Silent()
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="pass")
+    try:
+        yield bar
+    finally:
+        bar.close()
