@@ -29,7 +29,7 @@ _LAZY = {
     "demo_model_path": "kanibook.demo_model",
     # the chat panel and the magics' session
     "chat": "kanibook.widgets.chat_panel",
-    "ChatSession": "kanibook.session",
+    "ChatSession": "kanibook.conversation.session",
     # inside the prompt: tokens as the model receives them
     "show_prompt": "kanibook.prompt",
     "compare_prompts": "kanibook.prompt",
@@ -71,7 +71,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .quant.lab import compare_quantization
     from .quant.recommend import recommend_quant
     from .quant.report import QuantReport
-    from .session import ChatSession
+    from .conversation.session import ChatSession
     from .widgets.chat_panel import chat
 
 
@@ -85,7 +85,7 @@ def __dir__() -> list[str]:
 def load_ipython_extension(ipython) -> None:
     """``%load_ext kanibook``: register the magics, and route transformers' progress bars through kanibook's (whose
     saved text is the bar's final state, not "0%"); nothing heavy is imported."""
-    from ._magics import register
+    from .magics import register
     from ._progress import route_transformers_bars
 
     register(ipython)

@@ -286,7 +286,7 @@ def _model_preset(bytes_by_preset: dict[str, int]) -> str | None:
 def _session_engine():
     """The engine of the current kanibook session (the magics' one), if there is such a session."""
     try:
-        from ..session import current_session
+        from ..conversation.session import current_session
     except ImportError:
         return None
     try:

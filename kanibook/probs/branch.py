@@ -3,7 +3,7 @@
 The reply's first ``token_index`` tokens are kept, then the chosen alternative, then the model continues from there
 (greedy by default) with probabilities recorded. ``ChatPanel.branch`` and ``ChatSession.branch`` put the new reply
 in the conversation in place of the old one; the old one stays in the new message's ``extra`` (see
-:func:`kanibook.transcript.branches_of`), so exports include it.
+:func:`kanibook.conversation.transcript.branches_of`), so exports include it.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def replace_in_history(history: list, message_index: int, text: str, probs: Repl
     """
     from kani import ChatMessage
 
-    from ..transcript import mark_branched
+    from ..conversation.transcript import mark_branched
 
     old = history[message_index]
     dropped = history[message_index + 1 :]

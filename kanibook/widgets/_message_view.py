@@ -12,7 +12,7 @@ import ipywidgets as widgets
 
 from ..probs.record import probs_of
 from ..render import chat as render
-from ..transcript import is_stopped, message_text
+from ..conversation.transcript import is_stopped, message_text
 from ._probs_box import ProbsBox
 from ._throttle import Throttle
 

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from .. import transcript
+from ..conversation import transcript
 from ..exceptions import KanibookError
 from ..render import chat as render
 

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import transcript
+from ..conversation import transcript
 from .._names import model_display_name
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError, check_text
@@ -400,7 +400,7 @@ def chat(
     from kani.engines.base import BaseEngine
 
     if target is None and not load_kwargs:  # as %kani chat: the notebook's conversation, one model in the process
-        from ..session import current_session
+        from ..conversation.session import current_session
 
         ai = target = current_session().kani
     if isinstance(target, Kani):

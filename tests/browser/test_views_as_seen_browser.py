@@ -178,7 +178,7 @@ PANEL_CELLS = [
     (
         "import gc\n"  # whole models (a LlamaForCausalLM holds a LlamaModel: count only the outer ones)
         "print('models in the process:', sum(type(o).__name__.endswith('ForCausalLM') for o in gc.get_objects()))\n"
-        "from kanibook.session import current_session\n"
+        "from kanibook.conversation.session import current_session\n"
         "print('same conversation:', panel.kani is current_session().kani)"
     ),
 ]

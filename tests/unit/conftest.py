@@ -367,7 +367,7 @@ def ip():
 @pytest.fixture
 def current():
     """Makes a session over any engine the notebook's current one (``current(engine)``); all are closed after."""
-    from kanibook.session import ChatSession, set_current_session
+    from kanibook.conversation.session import ChatSession, set_current_session
 
     sessions = []
 
@@ -385,7 +385,7 @@ def current():
 @pytest.fixture
 def session(demo_engine):
     """A fresh current session over the shared demo engine (not owned: closing it leaves the engine alone)."""
-    from kanibook.session import ChatSession, set_current_session
+    from kanibook.conversation.session import ChatSession, set_current_session
 
     s = ChatSession(demo_engine)
     previous = set_current_session(s)

@@ -17,7 +17,7 @@ from kani import AIParam, ChatMessage, Kani, ToolCall, ai_function
 from kani.engines.base import BaseEngine, Completion
 
 import kanibook
-from kanibook import transcript
+from kanibook.conversation import transcript
 from kanibook.exceptions import BusyError, KanibookError
 from kanibook.render import safe
 from kanibook.widgets._message_view import MessageView

@@ -176,7 +176,7 @@ def test_what_cannot_be_explained_gets_one_line(demo_engine, monkeypatch):
     from PIL import Image
 
     from kanibook.openai_compat import openai_engine
-    from kanibook.session import ChatSession
+    from kanibook.conversation.session import ChatSession
 
     server = openai_engine("http://127.0.0.1:9/v1", model="served", tokenizer=demo_engine.tokenizer,
                            max_context_size=8192)  # an OpenAI-compatible server: it cannot score a given reply

@@ -14,9 +14,9 @@ from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 from kani.engines.base import WrapperEngine
 
-from kanibook import _magic_views, _magics
+from kanibook.magics import commands as _magics, views as _magic_views
 from kanibook.render import safe
-from kanibook.session import ChatSession, set_current_session
+from kanibook.conversation.session import ChatSession, set_current_session
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -265,7 +265,7 @@ def test_interrupt_stops_generation_and_keeps_the_partial_reply(no_leaked_thread
     reply = session.history[-1]
     assert reply.role == ChatRole.ASSISTANT and reply.text
     assert reply.text.startswith(hook.seen[2].strip())  # the partial reply, as far as it got
-    from kanibook.transcript import is_stopped
+    from kanibook.conversation.transcript import is_stopped
 
     assert is_stopped(reply)
     final = outputs[-1][1]
@@ -483,7 +483,7 @@ def test_kernel_interrupt_keeps_partial_reply_and_next_chat_works(tmp_path, demo
         assert interrupted and not errors, errors
         assert "stopped" in texts[-1]
         texts, errors, _ = run(
-            "from kanibook.session import current_session\n"
+            "from kanibook.conversation.session import current_session\n"
             "s = current_session()\n"
             "print([m.role.value for m in s.history], s.engine.last_stats.stopped, s.engine.last_stats.completion_tokens)"
         )

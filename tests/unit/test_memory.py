@@ -165,7 +165,7 @@ def test_memory_of_an_engine_a_kani_and_a_model_agree(demo_engine):
 
 
 def test_memory_without_a_model_never_loads_one():
-    from kanibook import session as ksession
+    from kanibook.conversation import session as ksession
 
     previous = ksession.set_current_session(None)
     try:
@@ -181,7 +181,7 @@ def test_memory_without_a_model_never_loads_one():
 
 
 def test_memory_uses_the_current_sessions_engine(demo_engine):
-    from kanibook import session as ksession
+    from kanibook.conversation import session as ksession
 
     session = ksession.ChatSession(demo_engine)
     previous = ksession.set_current_session(session)

@@ -17,10 +17,10 @@ from IPython.utils.capture import capture_output
 from kani import ChatMessage, ChatRole, Kani
 
 import kanibook
-from kanibook import _magic_views
+from kanibook.magics import views as _magic_views
 from kanibook.openai_compat import CharEstimateCounter, HFTokenCounter, openai_engine
 from kanibook.render import safe
-from kanibook.session import ChatSession, set_current_session
+from kanibook.conversation.session import ChatSession, set_current_session
 
 from _servers import free_port, running  # tests/unit/_servers.py
 

@@ -16,7 +16,7 @@ from kani import ChatMessage, Kani  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import kanibook  # noqa: E402
-from kanibook import transcript  # noqa: E402
+from kanibook.conversation import transcript  # noqa: E402
 from kanibook.render import safe  # noqa: E402
 from kanibook.media import user_message  # noqa: E402
 

@@ -155,7 +155,7 @@ def test_branch_continues_from_the_chosen_alternative(demo_engine, session):
     assert history[-1] is branch.message and history[-1].text.startswith(demo_engine.tokenizer.decode(new.token_ids[:at]))
     assert kanibook.show_reply(session).probs is new
     # the original reply is kept and exported
-    from kanibook import transcript
+    from kanibook.conversation import transcript
 
     assert transcript.branches_of(history[-1])[0]["original"] == result.text
     saved = json.loads(transcript.to_json(session.kani))

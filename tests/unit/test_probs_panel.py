@@ -8,7 +8,7 @@ from kani import ChatMessage
 from kani.engines.base import BaseEngine, Completion
 
 import kanibook
-from kanibook import transcript
+from kanibook.conversation import transcript
 
 from _waits import until  # tests/unit/_waits.py
 

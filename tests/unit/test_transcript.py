@@ -10,7 +10,7 @@ from kani import ChatMessage, Kani, ToolCall
 from kani.engines.base import BaseEngine, Completion
 from markdown_it import MarkdownIt
 
-from kanibook import transcript
+from kanibook.conversation import transcript
 from kanibook.exceptions import KanibookError
 
 HOSTILE = "<script>alert(1)</script> \"'><img src=x onerror=alert(1)> [x](javascript:alert(1)) \u202e\x00"

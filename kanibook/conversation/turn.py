@@ -1,4 +1,4 @@
-"""How one turn of a :class:`~kanibook.session.ChatSession` runs: on the session's own event loop, interruptible.
+"""How one turn of a :class:`~kanibook.conversation.session.ChatSession` runs: on the session's own event loop, interruptible.
 
 :class:`_BackgroundLoop` is an asyncio loop in a daemon thread, one for the session's life (engines whose clients
 belong to a loop, such as HTTP connection pools, keep working from one turn to the next). :class:`_Turn` is one user
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .exceptions import KanibookError
+from ..exceptions import KanibookError
 
 __all__ = ["TurnResult"]
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._files import find_lone_surrogate, write_text_atomic
-from .exceptions import UnsavableTextError
-from .render import safe
+from .._files import find_lone_surrogate, write_text_atomic
+from ..exceptions import UnsavableTextError
+from ..render import safe
 
 __all__ = [
     "branches_of",
@@ -92,7 +92,7 @@ def message_text(message) -> str:
     the panel kept, see :func:`kanibook.media.parts.media_names`), other non-text parts as ``[TypeName]``."""
     if all(isinstance(p, str) for p in message.parts):
         return "".join(message.parts)
-    from .media.parts import media_names, part_label
+    from ..media.parts import media_names, part_label
 
     names = iter(media_names(message))
     out = []
@@ -220,7 +220,7 @@ def to_markdown(ai=None, *, messages: Iterable[Any] | None = None, title: str = 
     """
     if messages is None:
         if ai is None:
-            from .exceptions import KanibookError
+            from ..exceptions import KanibookError
 
             raise KanibookError("Pass a Kani (to_markdown(ai)) or messages=[...] to export.")
         messages = [*ai.always_included_messages, *ai.chat_history]

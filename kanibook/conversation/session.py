@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._quiet_logs import fold_tracebacks
-from ._session_turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly
-from .engine._model_thread import release_cpu_threads
-from .exceptions import BusyError, KanibookError, check_text
+from .._quiet_logs import fold_tracebacks
+from .turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly
+from ..engine._model_thread import release_cpu_threads
+from ..exceptions import BusyError, KanibookError, check_text
 
 __all__ = ["ChatSession", "TurnResult", "current_session", "set_current_session"]
 
@@ -94,11 +94,11 @@ class ChatSession:
         if api_base is not None:
             if quant is not None or device is not None:
                 raise KanibookError("quant= and device= are the server's business: set them where it is started.")
-            from .openai_compat import openai_engine
+            from ..openai_compat import openai_engine
 
             engine = openai_engine(api_base, None if model_id is None else str(model_id), tokenizer, **kwargs)
         else:
-            from .engine import load
+            from ..engine import load
 
             if device is not None:
                 kwargs["device"] = device
@@ -335,8 +335,8 @@ class ChatSession:
         :param hyperparams: Generation arguments (default: greedy).
         :returns: A :class:`~kanibook.probs.branch.Branch`.
         """
-        from .probs.branch import Branch, branch_reply, check_reply_index, replace_in_history
-        from .probs.view import find_probs
+        from ..probs.branch import Branch, branch_reply, check_reply_index, replace_in_history
+        from ..probs.view import find_probs
 
         self.check_ready()
         history = self.kani.chat_history
@@ -371,7 +371,7 @@ class ChatSession:
 
 
 class _EmptyChat:
-    """What :func:`kanibook.transcript.save_json` needs, for a session with no model yet."""
+    """What :func:`kanibook.conversation.transcript.save_json` needs, for a session with no model yet."""
 
     def __init__(self, system_prompt: str | None):
         from kani import ChatMessage
@@ -385,14 +385,14 @@ def _query(message: str, media: Any) -> str | list:
     items = list(media) if isinstance(media, list) else [] if media is None else [media]  # a tuple is (samples, rate)
     if not items:
         return message
-    from .media import user_parts
+    from ..media import user_parts
 
     return user_parts(message, *items)
 
 
 def _check_media(kani, query) -> None:
     """Refuse media the model cannot take (in the new message or earlier ones) before the turn starts."""
-    from .media import check_media
+    from ..media import check_media
 
     check_media(kani.engine, [*kani.always_included_messages, *kani.chat_history, query])
 

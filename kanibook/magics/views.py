@@ -1,5 +1,5 @@
 """What ``%%chat`` and ``%kani history`` show: the reply streaming into the cell's output (or a terminal), its
-figures, the conversation. Display objects only; the magics themselves are in :mod:`kanibook._magics`."""
+figures, the conversation. Display objects only; the magics themselves are in :mod:`kanibook.magics.commands`."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class _WithFooter:
         self.view, self.footer = view, footer
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .render import safe
+        from ..render import safe
 
         bundle = self.view._repr_mimebundle_()
         bundle = bundle[0] if isinstance(bundle, tuple) else dict(bundle)
@@ -109,7 +109,7 @@ class ReplyView:
         return " · ".join(p for p in parts if p)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .render import safe
+        from ..render import safe
 
         footer = self.footer()
         plain = self.text + (f"\n\n[{footer}]" if footer and self.done else "")
@@ -149,7 +149,7 @@ class HistoryView:
         self.messages = list(messages)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .render import safe
+        from ..render import safe
 
         if not self.messages:
             return {"text/plain": "(no messages yet)", "text/html": "<em>(no messages yet)</em>"}
@@ -169,8 +169,8 @@ def show_why(kani) -> None:
     """Display what the last reply rests on (:func:`kanibook.explain_reply`); a reply it cannot explain: one line."""
     from IPython.display import display
 
-    from .exceptions import KanibookError
-    from .explain import explain_reply
+    from ..exceptions import KanibookError
+    from ..explain import explain_reply
 
     try:
         display(explain_reply(kani))

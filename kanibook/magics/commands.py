@@ -1,6 +1,6 @@
 """IPython magics: ``%kani`` (subcommands) and ``%%chat``. They parse arguments and call the Python API, nothing more.
 
-The conversation lives in :class:`kanibook.session.ChatSession` (:func:`~kanibook.session.current_session`); the
+The conversation lives in :class:`kanibook.conversation.session.ChatSession` (:func:`~kanibook.conversation.session.current_session`); the
 views come from :mod:`kanibook.prompt`, :mod:`kanibook.memory_view` and the chat panel. User mistakes become
 ``UsageError``: one line that says what to do, no traceback.
 """
@@ -16,9 +16,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._magic_views import HistoryView, _stream_view
-from ._names import model_display_name
-from .exceptions import KanibookError, check_text
+from .views import HistoryView, _stream_view
+from .._names import model_display_name
+from ..exceptions import KanibookError, check_text
 
 __all__ = ["KaniMagics", "fill_placeholders", "register"]
 
@@ -27,7 +27,7 @@ SUBCOMMANDS = ("load", "chat", "prompt", "tokens", "memory", "quant", "reset", "
 
 @magics_class
 class KaniMagics(Magics):
-    """``%kani`` and ``%%chat`` over :func:`kanibook.session.current_session`."""
+    """``%kani`` and ``%%chat`` over :func:`kanibook.conversation.session.current_session`."""
 
     @magic_arguments()
     @argument("subcommand", nargs="?", help="one of: " + ", ".join(SUBCOMMANDS))
@@ -96,13 +96,13 @@ class KaniMagics(Magics):
 
     def _kani_chat(self, args):
         _no_args(args, "chat")
-        from .widgets.chat_panel import chat
+        from ..widgets.chat_panel import chat
 
         return chat(_loaded_kani())
 
     def _kani_prompt(self, args):
         _no_args(args, args.subcommand)
-        from .prompt import show_prompt
+        from ..prompt import show_prompt
 
         if args.model is None:
             return show_prompt(_loaded_kani())
@@ -121,13 +121,13 @@ class KaniMagics(Magics):
 
     def _kani_memory(self, args):
         _no_args(args, "memory")
-        from .memory_view import memory
+        from ..memory_view import memory
 
         return memory()
 
     def _kani_quant(self, args):
         model = _one_arg(args, "quant", "MODEL", required=False)
-        from .quant.presets import PRESETS
+        from ..quant.presets import PRESETS
 
         settings = None
         if args.settings is not None:
@@ -136,7 +136,7 @@ class KaniMagics(Magics):
             if unknown or not settings:
                 raise UsageError(f"Unknown setting {unknown[0] if unknown else args.settings!r}: use "
                                  f"--settings with one or more of {','.join(PRESETS)} (comma-separated).")  # fmt: skip
-        from .quant.lab import compare_quantization
+        from ..quant.lab import compare_quantization
 
         try:
             return compare_quantization(model, settings)
@@ -211,8 +211,8 @@ class KaniMagics(Magics):
             check_text(message)
             session.check_ready()
             if args.image or args.audio:  # read and checked against the model before anything is sent
-                from .media import check_media, user_parts
-                from .media.view import media_from_variables
+                from ..media import check_media, user_parts
+                from ..media.view import media_from_variables
 
                 media, captions = media_from_variables(args.image, args.audio, self.shell.user_ns)
                 check_media(kani.engine, [*session.messages, user_parts(message, *media)])
@@ -226,14 +226,14 @@ class KaniMagics(Magics):
             hyperparams["probabilities"] = True
         view = _stream_view(self.shell)
         if media:
-            from .media.view import MediaView
+            from ..media.view import MediaView
 
             view.show(MediaView(media, captions))
         view.start()
         result = session.send(message, media=media or None, on_text=view.update, **hyperparams)
         coloured, unrecorded = None, None
         if probs and not result.error and session.history and session.history[-1].role.value == "assistant":
-            from .probs.view import show_reply
+            from ..probs.view import show_reply
 
             try:
                 coloured = show_reply(session.kani)
@@ -245,7 +245,7 @@ class KaniMagics(Magics):
         elif unrecorded:
             print(unrecorded)
         if args.why and not result.error and session.history and session.history[-1].role.value == "assistant":
-            from ._magic_views import show_why
+            from .views import show_why
 
             show_why(session.kani)
 
@@ -264,7 +264,7 @@ def register(ipython) -> None:
 
 
 def _release_after_cell(result=None) -> None:
-    from .engine._model_thread import release_cpu_threads
+    from ..engine._model_thread import release_cpu_threads
 
     release_cpu_threads()
 
@@ -296,7 +296,7 @@ def _no_args(args, command: str) -> None:
 
 
 def _session():
-    from .session import current_session
+    from ..conversation.session import current_session
 
     return current_session()
 
