@@ -116,7 +116,7 @@ class _Lab:
     def run_setting(self, setting: Setting, bar) -> None:
         row = _empty_row(setting, self.estimates)
         self.rows.append(row)
-        engine = None
+        engine, captured = None, {}
         try:
             bar.set_description(f"{setting.label}: load")
             if setting.needs_bitsandbytes:
@@ -155,6 +155,7 @@ class _Lab:
             bar.update(len(_STEPS) - sum(1 for k in ("load_s", "quality_s", "answers_s") if row.get(k) is not None))
         finally:
             engine = None
+            captured.clear()  # the layers' hooks hold the model's blocks: let them go with it
             release_memory(self.device)
             row["memory_after_release_bytes"] = memory_now(self.device)
 
