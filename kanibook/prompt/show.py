@@ -90,10 +90,10 @@ def _engine_of(target):
     if is_model_reference(target):
         return tokenizer_engine(target)
     engine = target.engine if isinstance(target, Kani) else target
-    if not isinstance(engine, HuggingEngine | TokenizerEngine):
+    if not isinstance(engine, HuggingEngine | TokenizerEngine) and not callable(getattr(engine, "prompt_ids", None)):
         raise KanibookError(
-            f"The prompt view needs a local Hugging Face engine (kanibook.load(...)) or a model id or folder; got "
-            f"{type(engine).__name__}, whose prompt is built elsewhere."
+            f"The prompt view needs a local engine (kanibook.load(...), either backend) or a model id or folder; got "
+            f"{type(engine).__name__}, whose prompt is built elsewhere (by a server)."
         )
     return engine
 

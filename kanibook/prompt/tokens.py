@@ -58,8 +58,13 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
             from .refusal import refusal_error
 
             raise refusal_error(engine, messages, functions, e) from None
-    text = None
-    if isinstance(prompt, str):  # as kani's _get_generate_args does
+    text, pieces_of = None, None
+    own_ids = getattr(engine, "prompt_ids", None)  # an engine with its own tokenizer (llama.cpp): its very ids
+    if isinstance(prompt, str) and callable(own_ids):
+        text = prompt
+        ids = own_ids(prompt)
+        prompt, pieces_of = torch.tensor([ids], dtype=torch.long), engine.token_bytes
+    elif isinstance(prompt, str):  # as kani's _get_generate_args does
         text = prompt
         prompt = engine._processor_or_tokenizer(text=prompt, add_special_tokens=False, return_tensors="pt")
     media_shapes: dict[str, tuple[int, ...]] = {}
@@ -104,7 +109,10 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
 
     if text is None:
         text = render(messages)
-    if text is not None and encoding is not None and _offsets_fit(encoding, ids, text, contents):
+    by_bytes = _texts_from_bytes(text, ids, pieces_of) if pieces_of is not None and text is not None else None
+    if by_bytes is not None:
+        texts, starts, ends = by_bytes
+    elif text is not None and encoding is not None and _offsets_fit(encoding, ids, text, contents):
         texts, starts, ends = _texts_one_to_one(text, encoding.offsets)
     elif text is not None and getattr(tok, "is_fast", False):
         own = tok(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -133,6 +141,33 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         placeholder_ids=_placeholder_ids(engine, tok),
         media_shapes=media_shapes,
     )
+
+
+def _texts_from_bytes(text: str, ids: list[int], pieces_of) -> tuple[list[str], list[int], list[int]] | None:
+    """Each token's text from the bytes it stands for (an engine with its own tokenizer), when they spell ``text``
+    exactly; a character split over several tokens belongs to the token that completes it."""
+    data = text.encode("utf-8")
+    ends_b, pos = [], 0
+    for i in ids:
+        pos += len(pieces_of(i))
+        ends_b.append(pos)
+    if pos != len(data) or b"".join(pieces_of(i) for i in ids) != data:
+        return None
+    char_at = [0] * (len(data) + 1)  # byte offset -> the number of whole characters before it
+    b = 0
+    for c, ch in enumerate(text):
+        n = len(ch.encode("utf-8"))
+        for k in range(1, n + 1):
+            char_at[b + k] = c + (1 if k == n else 0)
+        b += n
+    texts, starts, ends, prev = [], [], [], 0
+    for e in ends_b:
+        end = char_at[e]
+        texts.append(text[prev:end])
+        starts.append(prev)
+        ends.append(end)
+        prev = end
+    return texts, starts, ends
 
 
 def _encoding_of(prompt):
