@@ -11,6 +11,9 @@ start), the first part going to the turn before and the rest to the turn after.
 
 A system text with no special token between it and a neighbouring message's text (in a template that otherwise uses
 special tokens) shares that message's turn: the turn's template text goes to that message.
+
+A BOS token that starts the prompt is template text before the first message, always (whatever the first message's
+turn looks like), so that what belongs to a message is only what that message caused.
 """
 
 from __future__ import annotations
@@ -146,6 +149,8 @@ def assign(tp: TokenizedPrompt, lay: Layout, n: int) -> tuple[list[int], list[in
     slots = np.asarray(lay.slots, dtype=np.int64)[at]
     if lay.in_order:
         slots = np.maximum.accumulate(slots) if len(slots) else slots
+    if len(slots) and tp.bos_id is not None and tp.ids[0] == tp.bos_id:
+        slots[0] = 0  # the BOS: template text before the first message
     if lay.own:
         own_arr = np.asarray(lay.own, dtype=np.float64)
         j = np.searchsorted(own_arr[:, 0], mids, side="right") - 1

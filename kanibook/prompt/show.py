@@ -282,7 +282,7 @@ def _segments(msgs: list, slots: list[int], flags: list[int]) -> tuple[list[Segm
         slot = slots[start]
         token_segments[start:end] = len(segments)
         if slot == 0:
-            segment = Segment("template", "template (before the first message)", start, end)
+            segment = Segment("template", "template (before the messages)", start, end)
         elif slot == n + 1:
             segment = Segment("template", "generation prompt", start, end)
         else:

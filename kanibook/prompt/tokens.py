@@ -41,6 +41,8 @@ class TokenizedPrompt:
     placeholder_ids: frozenset[int] = field(default_factory=frozenset)
     #: The processor's media inputs beside the ids (``pixel_values``, ``input_features``, ...) -> their shapes.
     media_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: The tokenizer's beginning-of-sequence id (None: it has none).
+    bos_id: int | None = None
 
 
 def tokenize_prompt(engine, messages: list, functions, prompt=None) -> TokenizedPrompt:
@@ -140,6 +142,7 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         special_re=_literal_re(contents.values()),
         placeholder_ids=_placeholder_ids(engine, tok),
         media_shapes=media_shapes,
+        bos_id=getattr(tok, "bos_token_id", None),
     )
 
 
