@@ -204,7 +204,7 @@ class KanibookLlamaCppEngine(LlamaCppEngine):
             sampling = (hp.get("temperature") if hp.get("temperature") is not None else 0.8) > 0
             probs = ReplyProbs(top_k=top_k, prompt_ids=list(tokens), hyperparams=kept,
                                note=SAMPLED_NOTE if sampling else None)  # fmt: skip
-            recorder = LlamaProbRecorder(self.model, probs, self.model.token_eos())
+            recorder = LlamaProbRecorder(self.model, probs)
         self.last_probs = recorder.probs if recorder else None
         hp["logits_processor"] = _processors(self.model, turn, n_prompt, hp.pop("min_new_tokens", 0), hp, recorder)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()

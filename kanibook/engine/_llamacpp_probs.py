@@ -29,11 +29,10 @@ class LlamaProbRecorder:
 
     :param llama: The ``llama_cpp.Llama``.
     :param probs: The records to grow, live.
-    :param eos: The end-of-sequence id (not part of the reply, so not recorded).
     """
 
-    def __init__(self, llama, probs: ReplyProbs, eos: int):
-        self._llama, self.probs, self._eos = llama, probs, eos
+    def __init__(self, llama, probs: ReplyProbs):
+        self._llama, self.probs = llama, probs
         self._raw: np.ndarray | None = None
         self._bytes, self._text = b"", ""
         self._texts: dict[int, str] = {}
@@ -59,7 +58,7 @@ class LlamaProbRecorder:
 
     def _on_token(self, token: int) -> None:
         raw, self._raw = self._raw, None
-        if raw is None or token == self._eos:
+        if raw is None or _ends_turn(self._llama, token):  # an end-of-generation token is not part of the reply
             return
         prob, rank, entropy, ids, probs = _stats_numpy(raw, token, self.probs.top_k)
         alts = tuple(Alternative(i, self.text_of(i), q) for i, q in zip(ids, probs) if q > 0)
@@ -74,6 +73,12 @@ class LlamaProbRecorder:
         if text is None:
             text = self._texts[token] = self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
         return text
+
+
+def _ends_turn(llama, token: int) -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
 
 
 def score_ids(llama, ids: list[int], top_k: int = 5, keep_full: bool = False):

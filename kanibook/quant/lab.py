@@ -29,7 +29,7 @@ from typing import Any
 
 from ..exceptions import KanibookError
 from .settings import Setting, resolve_settings
-from .answers import answer_table, token_texts, top_tokens
+from .answers import answer_stream, answer_table, answers_note, token_texts, top_tokens
 from .native import NativeGGUF, gguf_source, is_native, load_native, native_footprint, native_scores
 from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
 
@@ -93,6 +93,7 @@ class _Lab:
         self.rows: list[dict] = []
         self.positions: dict[str, dict] = {}
         self.answers: dict[str, list[dict]] = {}
+        self.notes: list[str] = []
         self.estimates = _estimates(path)
         release_memory(device)
         self.start_memory = memory_now(device)
@@ -164,12 +165,13 @@ class _Lab:
         return quality, scores
 
     def _answers(self, engine) -> list[dict]:
-        from kani import ChatMessage
+        note = answers_note(engine)  # a model without a chat template continues the prompts as plain text
+        if note and note not in self.notes:
+            self.notes.append(note)
 
         async def one(prompt: str) -> dict:
             completion = None
-            async for item in engine.stream([ChatMessage.user(prompt)], max_new_tokens=self.max_new_tokens,
-                                            do_sample=False):  # fmt: skip
+            async for item in answer_stream(engine, prompt, self.max_new_tokens):
                 if not isinstance(item, str):
                     completion = item
             stats = completion.stats
@@ -197,6 +199,7 @@ class _Lab:
             machine=machine_info(self.device),
             start_memory_bytes=self.start_memory,
             total_s=total_s,
+            notes=self.notes,
         )
 
 

@@ -45,6 +45,7 @@ class QuantReport:
     :param machine: CPU / GPU, torch, transformers and bitsandbytes versions.
     :param start_memory_bytes: The memory reading before the first setting loaded.
     :param total_s: The whole comparison's duration.
+    :param notes: Remarks on how it was measured (e.g. answers given as plain text to continue: no chat template).
     """
 
     model: str
@@ -56,6 +57,7 @@ class QuantReport:
     machine: dict = field(default_factory=dict)
     start_memory_bytes: int | None = None
     total_s: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reference(self) -> dict:
@@ -135,14 +137,16 @@ class QuantReport:
         return report_figure(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from ..render import safe
         from ..render.quant import report_html, report_text
 
-        return {"text/plain": report_text(self), "text/html": report_html(self)}
+        notes = "".join(f"<div style='font-style:italic'>{safe.text(n)}</div>" for n in self.notes)
+        return {"text/plain": str(self), "text/html": notes + report_html(self)}
 
     def __str__(self) -> str:
         from ..render.quant import report_text
 
-        return report_text(self)
+        return "".join(f"note: {n}\n" for n in self.notes) + report_text(self)
 
     def __repr__(self) -> str:
         return f"<QuantReport {self.model!r} on {self.device}: {', '.join(self.labels)}>"
