@@ -148,7 +148,8 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
 
 def _texts_from_bytes(text: str, ids: list[int], pieces_of) -> tuple[list[str], list[int], list[int]] | None:
     """Each token's text from the bytes it stands for (an engine with its own tokenizer), when they spell ``text``
-    exactly; a character split over several tokens belongs to the token that completes it."""
+    exactly; a character split over several tokens belongs to the first of them (the others cover ``""``), as in a
+    Hugging Face tokenizer's offsets, so that the two roads' prompts compare token by token."""
     data = text.encode("utf-8")
     ends_b, pos = [], 0
     for i in ids:
@@ -156,12 +157,12 @@ def _texts_from_bytes(text: str, ids: list[int], pieces_of) -> tuple[list[str], 
         ends_b.append(pos)
     if pos != len(data) or b"".join(pieces_of(i) for i in ids) != data:
         return None
-    char_at = [0] * (len(data) + 1)  # byte offset -> the number of whole characters before it
+    char_at = [0] * (len(data) + 1)  # byte offset -> characters up to it (a character begun counts whole)
     b = 0
     for c, ch in enumerate(text):
         n = len(ch.encode("utf-8"))
         for k in range(1, n + 1):
-            char_at[b + k] = c + (1 if k == n else 0)
+            char_at[b + k] = c + 1
         b += n
     texts, starts, ends, prev = [], [], [], 0
     for e in ends_b:
