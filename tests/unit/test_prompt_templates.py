@@ -435,3 +435,13 @@ def test_no_system_role_refusal_and_fix(tmp_path, chat_model_builder):
     assert view.messages[-1].text == "Be brief.\n\nWhy?"
     own = "".join(t.text for s in view.segments_of(2) for t in view.tokens[s.start : s.end] if not t.is_template)
     assert own == "Be brief.\n\nWhy?"
+
+
+def test_a_bos_that_is_the_turn_marker_stays_with_the_first_turn(tmp_path, chat_model_builder):
+    # (the embedded SmolLM2's tokenizer names <|im_start|> as its BOS: there it is every turn's header)
+    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    folder = chat_model_builder(tmp_path / "chatml-bos", CHATML, chatml, "<|im_start|>", "<|endoftext|>")
+    view = kanibook.show_prompt(folder, conversation())
+    first = view.segments[view.tokens[0].segment]
+    assert view.tokens[0].text == "<|im_start|>" and first.message_index == 0
