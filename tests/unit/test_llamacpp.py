@@ -211,3 +211,18 @@ def test_score_text_through_llama_cpps_logits(llama_engine, demo_engine):
     assert same_top >= 0.8  # the Q4_1 file and its dequantized weights mostly agree
     reply = kanibook.show_prompt(llama_engine, QUESTION)  # the context was reset: generation still works
     assert reply.total > 5
+
+
+def test_what_if_branches_continue_through_llama_cpp(llama_engine):
+    session = kanibook.ChatSession(llama_engine)
+    try:
+        first = session.send("What is the capital of France?", max_new_tokens=8, temperature=0, probabilities=True)
+        old = session.history[-1]
+        probs = kanibook.show_reply(session).probs
+        branch = session.branch(-1, 0, 1, max_new_tokens=8)
+    finally:
+        session.close()
+    assert branch.alternative.token_id == probs[0].alternatives[1].token_id  # the runner-up at the first token
+    assert branch.probs.tokens[0].token_id == branch.alternative.token_id
+    assert session.history[-1] is not old and branch.message.text and first.text
+    assert all(t.rank == 0 for t in branch.probs.tokens[1:])  # greedy from there on, from llama.cpp's logits

@@ -54,12 +54,17 @@ def test_greedy_records_match_the_generated_tokens(demo_engine, run_async, no_le
     ids = probs.prompt_ids + probs.token_ids
     reference = _forward_logprobs(demo_engine, ids)
     n = len(probs.prompt_ids)
+    # (one forward pass against the cached step-by-step decode: equal to rounding, which bf16, the default dtype on a
+    # CPU with native bf16, makes coarser)
+    import torch
+
+    tolerance = {"rel": 1e-3, "abs": 1e-4} if demo_engine.model.dtype == torch.float32 else {"rel": 5e-2, "abs": 5e-3}
     for t in probs:
         assert t.alternatives[0].token_id == t.token_id and t.rank == 0  # greedy: the top-1 is the token generated
         assert t.sampled is None  # greedy decoding: the sampled distribution is the raw one
         _check_distribution(t.raw)
         expected = reference[n + t.index - 1, t.token_id].exp().item()
-        assert t.prob == pytest.approx(expected, rel=1e-3, abs=1e-4)
+        assert t.prob == pytest.approx(expected, **tolerance)
     assert kanibook.show_reply(completion).probs is probs
 
 
