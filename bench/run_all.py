@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 #: The smallest meaningful size of each benchmark (``--quick``); every bench/bench_*.py must be listed.
 QUICK_ARGS: dict[str, list[str]] = {
     "bench_explain.py": ["--quick"],
+    "bench_dtype.py": ["--tokens", "8", "--trials", "1"],
     "bench_engine.py": ["--tokens", "8", "--repeats", "1", "--load-repeats", "1", "--no-cold"],
     "bench_layers.py": ["--quick"],
     "bench_llamacpp.py": ["--tokens", "16", "--trials", "1"],

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._quiet_logs import fold_tracebacks
-from .turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly
+from .turn import TurnResult, _BackgroundLoop, _Turn, _wait_quietly, check_sendable
 from ..engine._model_thread import release_cpu_threads
 from ..exceptions import BusyError, KanibookError, check_text
 
@@ -260,6 +260,11 @@ class ChatSession:
                 "A reply is still being generated for this conversation (the chat panel?): stop it or wait, then send."
             )
 
+    def check_sendable(self, message: str, media: Any = None) -> None:
+        """Raise a one-line :class:`~kanibook.exceptions.KanibookError` if ``message`` cannot be sent: the model has no
+        chat template, the template refuses it, or it cannot fit the context with room for the reply."""
+        self._loop.run(check_sendable(self.kani, _query(message, media)), 120)
+
     def send(
         self,
         message: str,
@@ -288,6 +293,7 @@ class ChatSession:
         self.check_ready()
         kani = self.kani
         _check_media(kani, query)
+        self._loop.run(check_sendable(kani, query), 120)  # no template, refused, too long: one line, nothing sent
         turn = self._turn = _Turn(kani, query, hyperparams, self._loop)
         start = time.perf_counter()
         release_cpu_threads()  # this thread's torch pool would slow the model thread (see engine/_model_thread)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..exceptions import KanibookError
 
-__all__ = ["TurnResult"]
+__all__ = ["TurnResult", "check_sendable"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,39 @@ class TurnResult:
     stats: Any = None
     error: str | None = None
     elapsed_s: float = 0.0
+
+
+async def check_sendable(kani, query) -> None:
+    """Before anything is sent: a model without a chat template, a template that refuses the message, a message that
+    cannot fit the context. One line each (instead of kani's repeated warnings and its internal probes' errors);
+    nothing is added to the conversation."""
+    from kani import ChatMessage
+
+    engine = kani.engine
+    if getattr(engine, "has_chat_template", True) is False:
+        from ..engine._template import NoChatTemplateError
+
+        raise NoChatTemplateError()
+    messages = [*kani.always_included_messages, ChatMessage.user(query)]
+    functions = kani.get_enabled_functions() or None
+    try:
+        n = await kani.prompt_token_len(messages, functions)
+    except KanibookError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a template that refuses the message: named in one line
+        if getattr(engine, "tokenizer", None) is None or not callable(getattr(engine, "build_prompt", None)):
+            return  # an engine whose prompt is built elsewhere: its own error will say
+        from ..prompt.refusal import refusal_error
+
+        raise refusal_error(engine, messages, functions, e) from None
+    context, room = kani.max_context_size, kani.desired_response_tokens
+    if context and n > context - room:
+        raise KanibookError(
+            f"The message is too long: {n:,} tokens with the system prompt and the template's text, but the context "
+            f"is {context:,} tokens and {room:,} are kept for the reply, so at most {context - room:,} fit. Shorten "
+            "it or split it over several messages (or keep less room for the reply: desired_response_tokens=); "
+            "nothing was sent."
+        )
 
 
 class _Turn:

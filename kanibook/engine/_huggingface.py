@@ -23,7 +23,13 @@ hyperparameters). What kanibook adds or mends:
 - An image sent to a text-only model, or audio to a model without an audio processor, is refused before generating
   (:class:`~kanibook.exceptions.MediaError`), instead of being dropped silently.
 - A vision-language model's context size is found in its ``text_config``.
-- A local folder never waits on the network; an unknown model id fails within seconds with a clear message.
+- A local folder never waits on the network; an unknown model id fails within seconds with a clear message; a folder
+  whose ``config.json`` is not valid JSON is named with the position of the error, before anything loads.
+- ``chat_template=`` (a Jinja string or a ``.jinja`` file) gives a model the template its files lack, checked before
+  loading; a model without one (a base model) loads, says so (``engine.load_line``), scores and continues plain text,
+  and refuses a chat in one line (:mod:`kanibook.engine._template`).
+- With no dtype named, a model on a CPU loads in bf16 where the CPU computes it natively, else in fp32
+  (:mod:`kanibook.engine._dtype`); the load line says which.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ with warnings.catch_warnings():  # kani's optional audio support imports pydub, 
 from ._generation import GenerationRun, TurnStats
 from ._gguf import gguf_model_path, is_gguf
 from ._hub import check_model_available, hub_offline
+from ._template import (NO_TEMPLATE_NOTE, NoChatTemplateError, has_chat_template, plain_text, read_chat_template,
+                        set_chat_template)  # fmt: skip
 from .._quiet_logs import fold_tracebacks
 from ..exceptions import BusyError, KanibookError
 from ..probs.record import new_reply_probs, remember, top_k_of
@@ -82,6 +90,9 @@ class KanibookEngine(HuggingEngine):
     :param prompt_pipeline: A kani ``PromptPipeline``; default: the model's own chat template.
     :param audio_sample_rate: Sampling rate audio is resampled to (alias ``audio_sr``; kani's
         ``mm_audio_sample_rate``).
+    :param chat_template: A chat template's text (Jinja), used in place of the tokenizer's own (e.g. for a base
+        model that has none); :func:`load` also takes a ``.jinja`` file's path.
+    :param dtype_note: Why the weights have their dtype (said in :attr:`load_line`).
     :param kwargs: Everything else kani's ``HuggingEngine`` takes, generation hyperparameters included.
     """
 
@@ -92,6 +103,8 @@ class KanibookEngine(HuggingEngine):
         prompt_pipeline=None,
         *,
         audio_sample_rate: int | None = None,
+        chat_template: str | None = None,
+        dtype_note: str | None = None,
         **kwargs: Any,
     ):
         model_id = str(model_id)
@@ -104,6 +117,9 @@ class KanibookEngine(HuggingEngine):
             if max_context_size is None:
                 max_context_size = _context_size_from_config(model_id, kwargs.get("model_load_kwargs"))
             super().__init__(model_id, max_context_size, prompt_pipeline, **kwargs)
+        if chat_template is not None:
+            set_chat_template(self._processor_or_tokenizer, chat_template)
+        self.dtype_note = dtype_note
         if self.mm_audio_sample_rate is None:  # kani would hand audio over at its own rate, whatever the model expects
             extractor = getattr(self._processor_or_tokenizer, "feature_extractor", None)
             self.mm_audio_sample_rate = getattr(extractor, "sampling_rate", None)
@@ -117,6 +133,23 @@ class KanibookEngine(HuggingEngine):
         self.last_probs = None
         #: This engine records per-token probabilities (``stream(..., probabilities=True)``).
         self.supports_probabilities = True
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether this model can chat: a chat template (its own or ``chat_template=``), or a hand-written pipeline."""
+        return has_chat_template(self)
+
+    @property
+    def load_line(self) -> str:
+        """One line about what was loaded: the model, its dtype and device, the context, and a missing template."""
+        from .._names import model_display_name
+        from ._dtype import describe_dtype
+
+        dtype = describe_dtype(getattr(self.model, "dtype", "?"))
+        why = f", {self.dtype_note}" if self.dtype_note else ""
+        line = (f"{model_display_name(self.model_id)} ({type(self).__name__} on {self.device}, {dtype}{why}, "
+                f"context {self.max_context_size} tokens)")  # fmt: skip
+        return line if self.has_chat_template else f"{line}; {NO_TEMPLATE_NOTE}"
 
     # ---- control ----
 
@@ -140,6 +173,8 @@ class KanibookEngine(HuggingEngine):
         """
         from transformers import ProcessorMixin
 
+        if not self.has_chat_template:
+            raise NoChatTemplateError()
         processor = self._processor_or_tokenizer
         if self.pipeline is None or not isinstance(processor, ProcessorMixin):
             return super().build_prompt(messages, functions)
@@ -240,6 +275,13 @@ class KanibookEngine(HuggingEngine):
         """kani's count, of the prompt without media the model cannot take (refused with a clear error by stream)."""
         from ..media.check import without_refused_media
 
+        if not self.has_chat_template:  # no warnings from kani's counting: stream() refuses the chat in one line
+            return len(self.tokenizer(plain_text(messages), add_special_tokens=False)["input_ids"])
+        if not messages and not functions:  # kani probes the empty conversation, which many templates refuse
+            try:
+                return await super().prompt_len(messages, functions, **kwargs)
+            except Exception:  # noqa: BLE001 - nothing to count
+                return 0
         return await super().prompt_len(without_refused_media(self, messages), functions, **kwargs)
 
     async def predict(self, messages, functions=None, *, decode_kwargs: dict | None = None, **hyperparams):
@@ -257,6 +299,7 @@ def load(
     quant_compute_dtype: str | None = None,
     gguf_file: str | None = None,
     backend: str = "transformers",
+    chat_template: str | os.PathLike | None = None,
     **kwargs,
 ):
     """Load a local Hugging Face chat model as a kanibook engine (a kani ``HuggingEngine``) in one line.
@@ -269,10 +312,18 @@ def load(
         file's own quantization is used).
     :param quant: A quantization preset (``"int8"``, ``"nf4"``, ``"nf4-dq"``, ``"fp4"``, ``"fp4-dq"``, or a dtype:
         ``"fp32"``, ``"bf16"``, ``"fp16"``) or a ``transformers.BitsAndBytesConfig``.
+        With no quant (and no dtype in ``model_load_kwargs``), a model on a CPU loads in bf16 where the CPU computes it
+        natively, else in fp32 (on a GPU: the model's own dtype); ``engine.load_line`` says which.
     :param quant_compute_dtype: The compute dtype of 4-bit presets (default ``"bfloat16"``).
+    :param chat_template: A chat template (Jinja text, or a ``.jinja`` file's path) to use in place of the model's own,
+        e.g. for a base model that has none; checked before anything loads. Used everywhere: chat, the prompt view,
+        the lab's answers.
     :param kwargs: Passed to kani's ``HuggingEngine`` unchanged (see :class:`KanibookEngine`).
     """
+    template = read_chat_template(chat_template) if chat_template is not None else None
     if backend in ("llama.cpp", "llamacpp", "llama-cpp"):
+        if template is not None:
+            kwargs["chat_template"] = template
         return _load_llamacpp(model_id, gguf_file, quant, kwargs)
     if backend != "transformers":
         raise KanibookError(f"Unknown backend {backend!r}: use 'transformers' or 'llama.cpp'.")
@@ -282,6 +333,7 @@ def load(
         model_id = demo_model_path()
     elif gguf_file is not None or str(model_id).lower().endswith(".gguf") or is_gguf(model_id):
         model_id = gguf_model_path(model_id, gguf_file)
+    check_config_json(model_id)
     quant_kwargs = load_kwargs_for(quant, quant_compute_dtype)
     if quant_kwargs:
         model_load_kwargs = dict(kwargs.pop("model_load_kwargs", None) or {})
@@ -289,7 +341,52 @@ def load(
         if clash:
             raise KanibookError(f"Pass quant= or model_load_kwargs[{clash[0]!r}], not both.")
         kwargs["model_load_kwargs"] = {**model_load_kwargs, **quant_kwargs}
-    return KanibookEngine(model_id, **kwargs)
+    else:
+        kwargs["dtype_note"] = _default_dtype(kwargs)
+    return KanibookEngine(model_id, chat_template=template, **kwargs)
+
+
+def _default_dtype(kwargs: dict) -> str | None:
+    """No dtype named: on a CPU, bf16 where it is native, else fp32 (put in ``model_load_kwargs``); -> the reason."""
+    load_kwargs = dict(kwargs.get("model_load_kwargs") or {})
+    if {"dtype", "torch_dtype", "quantization_config"} & set(load_kwargs):
+        return None
+    device = kwargs.get("device")
+    if device is None:
+        import torch
+
+        if torch.cuda.is_available() or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            return None  # an accelerator: the model's own dtype, as kani loads it
+    elif not str(device).startswith("cpu"):
+        return None
+    import torch
+
+    from ._dtype import default_cpu_dtype
+
+    name, why = default_cpu_dtype()
+    load_kwargs["dtype"] = getattr(torch, name)
+    kwargs["model_load_kwargs"] = load_kwargs
+    return f"the default: {why}; pass quant='fp32' or 'bf16' to choose"
+
+
+def check_config_json(model_id) -> None:
+    """A local folder's ``config.json`` that is not valid JSON: one line naming the file and the error's position."""
+    import json
+
+    path = os.path.join(os.fspath(model_id), "config.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except json.JSONDecodeError as e:
+        raise KanibookError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): fix or replace that file; "
+            "nothing was loaded."
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise KanibookError(f"Could not read {path} ({type(e).__name__}: {e}); nothing was loaded.") from None
+
 
 
 def _load_llamacpp(model_id, gguf_file: str | None, quant, kwargs: dict):

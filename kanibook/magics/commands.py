@@ -36,6 +36,8 @@ class KaniMagics(Magics):
     @argument("--device", help="load: device to run on (cpu, cuda, cuda:1, mps)")
     @argument("--api-base", help="load: an OpenAI-compatible server's API root, e.g. http://127.0.0.1:8000/v1")
     @argument("--tokenizer", help="load with --api-base: the served model's local folder, to count tokens offline")
+    @argument("--chat-template", help="load: a chat template file (.jinja) to use, e.g. for a base model without one")
+    @argument("--backend", help="load: transformers (default) or llama.cpp (a GGUF file run natively)")
     @argument("--model", help="prompt: show the conversation through this model's chat template (id or folder; "
               "its tokenizer only, no weights)")  # fmt: skip
     @argument("--settings", help="quant: settings to compare, comma-separated (default: all this machine runs)")
@@ -46,6 +48,8 @@ class KaniMagics(Magics):
         Subcommands::
 
             %kani load [MODEL] [--quant nf4] [--device cpu]   load a model (default: the embedded demo model)
+            %kani load MODEL --chat-template FILE   ... with this chat template (e.g. a base model)
+            %kani load FILE.gguf --backend llama.cpp   run a GGUF file natively with llama.cpp
             %kani load --api-base URL [MODEL] [--tokenizer FOLDER]   use an OpenAI-compatible server
             %kani chat                open the chat panel
             %kani prompt | tokens     show the templated prompt as tokens
@@ -65,7 +69,8 @@ class KaniMagics(Magics):
             raise UsageError("%kani needs a subcommand: one of " + ", ".join(SUBCOMMANDS) + " (see %kani?).")
         if command not in SUBCOMMANDS:
             raise UsageError(f"Unknown subcommand {command!r}: use one of " + ", ".join(SUBCOMMANDS) + " (see %kani?).")
-        load_only = [name for name in ("quant", "device", "api_base", "tokenizer") if getattr(args, name) is not None]
+        load_only = [name for name in ("quant", "device", "api_base", "tokenizer", "chat_template", "backend")
+                     if getattr(args, name) is not None]  # fmt: skip
         if load_only and command != "load":
             raise UsageError(f"--{load_only[0].replace('_', '-')} belongs to %kani load, not %kani {command}.")
         if args.model is not None and command not in ("prompt", "tokens"):
@@ -82,9 +87,13 @@ class KaniMagics(Magics):
     def _kani_load(self, args):
         model = _one_arg(args, "load", "MODEL", required=False)
         session = _session()
+        extra = {k: v for k, v in (("chat_template", args.chat_template), ("backend", args.backend)) if v is not None}
+        if extra and args.api_base is not None:
+            raise UsageError("--chat-template and --backend are for local models, not --api-base (the server applies "
+                             "its own template).")  # fmt: skip
         try:
             engine = session.load(model, quant=args.quant, device=args.device, api_base=args.api_base,
-                                  tokenizer=args.tokenizer)  # fmt: skip
+                                  tokenizer=args.tokenizer, **extra)  # fmt: skip
         except KanibookError as e:
             raise UsageError(str(e)) from None
         except Exception as e:  # noqa: BLE001 - transformers / bitsandbytes / network errors: one line
@@ -216,6 +225,7 @@ class KaniMagics(Magics):
 
                 media, captions = media_from_variables(args.image, args.audio, self.shell.user_ns)
                 check_media(kani.engine, [*session.messages, user_parts(message, *media)])
+            session.check_sendable(message, media or None)  # no template, refused, too long: before anything shows
         except KanibookError as e:  # busy, unreadable media, text no tokenizer can encode: nothing is sent
             raise UsageError(str(e)) from None
         if args.system is not None:
@@ -351,6 +361,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _engine_label(engine) -> str:
+    line = getattr(engine, "load_line", None)
+    if isinstance(line, str):  # kanibook's engines: the dtype, and a missing chat template, said
+        return line
     name = model_display_name(getattr(engine, "model_id", None) or getattr(engine, "model", None) or "?")
     device = getattr(engine, "device", None)
     where = f" on {device}" if device is not None else ""

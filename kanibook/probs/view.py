@@ -185,9 +185,12 @@ def score_text(engine, messages=None, *, top_k: int = 5, least: int = 5) -> Scor
     """How probable the model finds every token of a conversation, teacher-forced (one forward pass).
 
     Uses kanibook's one scoring path (:func:`kanibook.scoring.score_ids`, on the model thread) over the exact prompt
-    the model receives (:func:`kanibook.show_prompt`), shown with the same colours as :func:`show_reply`.
+    the model receives (:func:`kanibook.show_prompt`), shown with the same colours as :func:`show_reply`. A llama.cpp
+    engine scores the ids llama.cpp evaluates, from its own logits (the figures are made the same way:
+    :func:`kanibook.scoring.scores_from_logits`).
 
-    :param engine: A kanibook / kani ``HuggingEngine`` (or a ``Kani``: its engine and messages).
+    :param engine: A kanibook / kani ``HuggingEngine``, kanibook's llama.cpp engine (or a ``Kani``: its engine and
+        messages).
     :param messages: The conversation (``ChatMessage`` list); with a ``Kani``, default: its messages.
     :param top_k: Alternatives kept per token.
     :param least: How many least-confident tokens to list.
@@ -207,7 +210,8 @@ def score_text(engine, messages=None, *, top_k: int = 5, least: int = 5) -> Scor
         raise KanibookError("score_text needs a local model (a kanibook / HuggingEngine), not an API engine.")
     view = show_prompt(engine, list(messages))
     ids = [t.id for t in view.tokens]
-    scores = score_ids(model, ids, top_k=top_k)
+    own = getattr(engine, "score_ids", None)  # llama.cpp: its own logits
+    scores = own(ids, top_k=top_k) if callable(own) else score_ids(model, ids, top_k=top_k)
     tokenizer = engine.tokenizer
     texts: dict[int, str] = {}
 

@@ -11,6 +11,9 @@ start), the first part going to the turn before and the rest to the turn after.
 
 A system text with no special token between it and a neighbouring message's text (in a template that otherwise uses
 special tokens) shares that message's turn: the turn's template text goes to that message.
+
+A BOS token that starts the prompt is template text before the first message, always (whatever the first message's
+turn looks like), so that what belongs to a message is only what that message caused.
 """
 
 from __future__ import annotations
@@ -136,6 +139,16 @@ def _give_turns(lay: Layout) -> None:
     lay.slots = [-s if s < 0 else moved.get(s, s) for s in lay.slots]
 
 
+def _bos_starts_every_turn(tp: TokenizedPrompt, slots) -> bool:
+    """Whether the BOS token is this template's turn marker (ChatML models whose BOS is ``<|im_start|>``): it starts
+    every later message's part of the prompt too. Then the first one is the first message's header, not a BOS."""
+    firsts = {}
+    for pos, slot in enumerate(slots.tolist() if hasattr(slots, "tolist") else slots):
+        firsts.setdefault(slot, pos)
+    later = [pos for slot, pos in firsts.items() if slot not in (0, slots[0]) and pos > 0]
+    return bool(later) and all(tp.ids[pos] == tp.bos_id for pos in later)
+
+
 def assign(tp: TokenizedPrompt, lay: Layout, n: int) -> tuple[list[int], list[int]]:
     """-> per token: its slot and its flags (special, template). A token goes where its middle character is."""
     import numpy as np
@@ -146,6 +159,8 @@ def assign(tp: TokenizedPrompt, lay: Layout, n: int) -> tuple[list[int], list[in
     slots = np.asarray(lay.slots, dtype=np.int64)[at]
     if lay.in_order:
         slots = np.maximum.accumulate(slots) if len(slots) else slots
+    if len(slots) and tp.bos_id is not None and tp.ids[0] == tp.bos_id and not _bos_starts_every_turn(tp, slots):
+        slots[0] = 0  # the BOS: template text before the first message
     if lay.own:
         own_arr = np.asarray(lay.own, dtype=np.float64)
         j = np.searchsorted(own_arr[:, 0], mids, side="right") - 1

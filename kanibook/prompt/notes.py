@@ -13,7 +13,8 @@ class TemplateNote:
     """One thing the chat template did to the conversation that the messages alone do not show.
 
     :param kind: ``"dropped"`` (a message is not in the prompt), ``"merged"`` (its text is inside another message's
-        turn), ``"moved"`` (its text comes after a later message's), ``"repeated"`` (rendered more than once),
+        turn), ``"bare"`` (its text stands alone, without a role marker: DeepSeek-V3's system text), ``"moved"`` (its
+        text comes after a later message's), ``"repeated"`` (rendered more than once),
         ``"rewritten"`` (part of its text is not in the prompt), ``"added"`` (template text of its own, e.g. a
         default system prompt), ``"date"`` (today's date), ``"tools"`` (tool definitions), ``"fixed"`` (the
         conversation was changed so that the template accepts it).

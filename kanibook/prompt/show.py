@@ -17,6 +17,8 @@ from typing import Any
 
 from .._names import model_display_name
 from ..exceptions import KanibookError
+from ..engine._template import plain_text
+from .plain import NO_TEMPLATE_NOTE
 from .tokens import TEMPLATE
 from .view import PromptComparison, PromptView, Segment
 
@@ -30,11 +32,13 @@ def show_prompt(target, messages=None, functions=None, *, max_new_tokens: int | 
     """Show the exact prompt a model receives: its tokens, grouped by message, and the context it uses.
 
     :param target: A ``kani.Kani`` (its system prompt, always-included messages, chat history and functions: what it
-        would send next, with the messages it drops to fit shown as dropped), or a HuggingEngine (e.g.
-        ``kanibook.load()``) together with ``messages``, or a model (a Hugging Face id ``"org/name"`` or a local
-        folder) together with ``messages``: then only its tokenizer, chat template and ``config.json`` are loaded,
-        never its weights.
-    :param messages: The conversation (``ChatMessage`` list). With a ``Kani``: used in place of its chat history.
+        would send next, with the messages it drops to fit shown as dropped), or an engine (``kanibook.load()``,
+        either backend: llama.cpp's shows the ids llama.cpp evaluates) together with ``messages``, or a model (a
+        Hugging Face id ``"org/name"`` or a local folder) together with ``messages``: then only its tokenizer, chat
+        template and ``config.json`` are loaded, never its weights.
+    :param messages: The conversation (``ChatMessage`` list). With a ``Kani``: used in place of its chat history. A
+        string: that plain text's tokens, as the model reads it to continue it (no template). A model without a chat
+        template (a base model) shows a conversation's texts that way, with a note.
     :param functions: ``AIFunction`` list; default: the Kani's enabled functions (none for an engine).
     :param max_new_tokens: Room to keep for the reply; default: the Kani's ``desired_response_tokens``, or the
         engine's ``max_new_tokens``, or kani's default (a tenth of the context, at most 8192).
@@ -42,7 +46,11 @@ def show_prompt(target, messages=None, functions=None, *, max_new_tokens: int | 
     :param fix: If the chat template refuses the conversation, show the nearest one it accepts (system merged into
         the next user message, consecutive messages of one role merged), saying what was changed.
     """
+    if isinstance(messages, str):
+        return _plain(_engine_of(target), messages, None, element_id, max_new_tokens)
     plan = _resolve(target, messages, functions, max_new_tokens)
+    if _without_template(plan.engine):
+        return _plain(plan.engine, plain_text(plan.messages), NO_TEMPLATE_NOTE, element_id, max_new_tokens)
     return _build_view(plan, element_id, fix)
 
 
@@ -70,6 +78,9 @@ def compare_prompts(a, b, messages=None, functions=None, *, labels: tuple[str, s
         functions = kanis[0].get_enabled_functions()
     views, engines = [], [_engine_of(a), _engine_of(b)]
     for engine in engines:
+        if _without_template(engine):
+            views.append(_plain(engine, plain_text(list(messages)), NO_TEMPLATE_NOTE, None, None))
+            continue
         plan = _Plan(engine, engine.max_context_size, list(messages), functions, _default_reserve(engine))
         views.append(_build_view(plan, None, fix))
     labels = labels or (_describe(engines[0]), _describe(engines[1]))
@@ -81,6 +92,24 @@ def compare_prompts(a, b, messages=None, functions=None, *, labels: tuple[str, s
 # ---------------------------------------------------------------- what is sent
 
 
+def _without_template(engine) -> bool:
+    """A model without a chat template (a base model): its prompt view is the plain text's."""
+    from ..engine._template import has_chat_template
+
+    known = getattr(engine, "has_chat_template", None)
+    return not (known if isinstance(known, bool) else has_chat_template(engine))
+
+
+def _plain(engine, text: str, note: str | None, element_id, max_new_tokens) -> PromptView:
+    from .plain import PLAIN_NOTE, plain_view
+
+    if not text:
+        raise KanibookError("There is no text to show: pass a non-empty text or conversation.")
+    reserve = max_new_tokens if max_new_tokens is not None else _default_reserve(engine)
+    return plain_view(engine, text, note=note or PLAIN_NOTE, context=engine.max_context_size, reserve=reserve,
+                      title=f"{model_display_name(engine.model_id)} · plain text", element_id=element_id)  # fmt: skip
+
+
 def _engine_of(target):
     from kani import Kani
     from kani.engines.huggingface import HuggingEngine
@@ -90,10 +119,10 @@ def _engine_of(target):
     if is_model_reference(target):
         return tokenizer_engine(target)
     engine = target.engine if isinstance(target, Kani) else target
-    if not isinstance(engine, HuggingEngine | TokenizerEngine):
+    if not isinstance(engine, HuggingEngine | TokenizerEngine) and not callable(getattr(engine, "prompt_ids", None)):
         raise KanibookError(
-            f"The prompt view needs a local Hugging Face engine (kanibook.load(...)) or a model id or folder; got "
-            f"{type(engine).__name__}, whose prompt is built elsewhere."
+            f"The prompt view needs a local engine (kanibook.load(...), either backend) or a model id or folder; got "
+            f"{type(engine).__name__}, whose prompt is built elsewhere (by a server)."
         )
     return engine
 
@@ -282,7 +311,7 @@ def _segments(msgs: list, slots: list[int], flags: list[int]) -> tuple[list[Segm
         slot = slots[start]
         token_segments[start:end] = len(segments)
         if slot == 0:
-            segment = Segment("template", "template (before the first message)", start, end)
+            segment = Segment("template", "template (before the messages)", start, end)
         elif slot == n + 1:
             segment = Segment("template", "generation prompt", start, end)
         else:

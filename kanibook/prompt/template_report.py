@@ -41,13 +41,38 @@ def template_notes(tp: TokenizedPrompt, messages: list, lay: Layout, slots: list
         notes += _placement(messages, lay)
         notes += _rewrites(text, messages, lay)
     for k, owner in sorted(lay.merged.items()):
-        if not any(x.kind in ("dropped", "moved") and x.message_index == k for x in notes):  # said already
+        if any(x.kind in ("dropped", "moved") and x.message_index == k for x in notes):  # said already
+            continue
+        if _bare(tp, messages, lay, k):
+            where = "before" if _start_of(lay, k) < _start_of(lay, owner) else "after"
+            notes.append(TemplateNote("bare", k, f"{_name(messages, k)}: rendered without a role marker, {where} "
+                                                 f"{_name(messages, owner)}'s turn"))  # fmt: skip
+        else:
             notes.append(TemplateNote("merged", k, f"{_name(messages, k)}: merged into {_name(messages, owner)}'s turn"))
     notes += _added(tp, messages, slots, flags)
     notes += _date(tp, slots, flags, messages, n)
     if functions:
         notes += _tools(tp, messages, slots, functions, n)
     return notes
+
+
+def _start_of(lay: Layout, k: int) -> int:
+    return min((r.start for r in lay.regions or [] if r.message == k), default=0)
+
+
+def _bare(tp: TokenizedPrompt, messages: list, lay: Layout, k: int) -> bool:
+    """Whether message k's text stands alone, with no template text of its own (DeepSeek-V3's system text before the
+    user's marker): the prompt without that text is exactly the prompt of the conversation without that message."""
+    spans = sorted((r.start, r.end) for r in lay.regions or [] if r.message == k)
+    if not spans:
+        return False
+    cut, pos = [], 0
+    for start, end in spans:
+        cut.append(tp.text[pos:start])
+        pos = end
+    cut.append(tp.text[pos:])
+    without = tp.render([m for i, m in enumerate(messages) if i != k])
+    return without is not None and without == "".join(cut)
 
 
 def _placement(messages: list, lay: Layout) -> list[TemplateNote]:

@@ -41,6 +41,8 @@ class TokenizedPrompt:
     placeholder_ids: frozenset[int] = field(default_factory=frozenset)
     #: The processor's media inputs beside the ids (``pixel_values``, ``input_features``, ...) -> their shapes.
     media_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: The tokenizer's beginning-of-sequence id (None: it has none).
+    bos_id: int | None = None
 
 
 def tokenize_prompt(engine, messages: list, functions, prompt=None) -> TokenizedPrompt:
@@ -58,8 +60,13 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
             from .refusal import refusal_error
 
             raise refusal_error(engine, messages, functions, e) from None
-    text = None
-    if isinstance(prompt, str):  # as kani's _get_generate_args does
+    text, pieces_of = None, None
+    own_ids = getattr(engine, "prompt_ids", None)  # an engine with its own tokenizer (llama.cpp): its very ids
+    if isinstance(prompt, str) and callable(own_ids):
+        text = prompt
+        ids = own_ids(prompt)
+        prompt, pieces_of = torch.tensor([ids], dtype=torch.long), engine.token_bytes
+    elif isinstance(prompt, str):  # as kani's _get_generate_args does
         text = prompt
         prompt = engine._processor_or_tokenizer(text=prompt, add_special_tokens=False, return_tensors="pt")
     media_shapes: dict[str, tuple[int, ...]] = {}
@@ -104,7 +111,10 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
 
     if text is None:
         text = render(messages)
-    if text is not None and encoding is not None and _offsets_fit(encoding, ids, text, contents):
+    by_bytes = _texts_from_bytes(text, ids, pieces_of) if pieces_of is not None and text is not None else None
+    if by_bytes is not None:
+        texts, starts, ends = by_bytes
+    elif text is not None and encoding is not None and _offsets_fit(encoding, ids, text, contents):
         texts, starts, ends = _texts_one_to_one(text, encoding.offsets)
     elif text is not None and getattr(tok, "is_fast", False):
         own = tok(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -132,7 +142,36 @@ def tokenize_prompt(engine, messages: list, functions, prompt=None) -> Tokenized
         special_re=_literal_re(contents.values()),
         placeholder_ids=_placeholder_ids(engine, tok),
         media_shapes=media_shapes,
+        bos_id=getattr(tok, "bos_token_id", None),
     )
+
+
+def _texts_from_bytes(text: str, ids: list[int], pieces_of) -> tuple[list[str], list[int], list[int]] | None:
+    """Each token's text from the bytes it stands for (an engine with its own tokenizer), when they spell ``text``
+    exactly; a character split over several tokens belongs to the first of them (the others cover ``""``), as in a
+    Hugging Face tokenizer's offsets, so that the two roads' prompts compare token by token."""
+    data = text.encode("utf-8")
+    ends_b, pos = [], 0
+    for i in ids:
+        pos += len(pieces_of(i))
+        ends_b.append(pos)
+    if pos != len(data) or b"".join(pieces_of(i) for i in ids) != data:
+        return None
+    char_at = [0] * (len(data) + 1)  # byte offset -> characters up to it (a character begun counts whole)
+    b = 0
+    for c, ch in enumerate(text):
+        n = len(ch.encode("utf-8"))
+        for k in range(1, n + 1):
+            char_at[b + k] = c + 1
+        b += n
+    texts, starts, ends, prev = [], [], [], 0
+    for e in ends_b:
+        end = char_at[e]
+        texts.append(text[prev:end])
+        starts.append(prev)
+        ends.append(end)
+        prev = end
+    return texts, starts, ends
 
 
 def _encoding_of(prompt):

@@ -1,11 +1,31 @@
-"""The lab's token-level data: each answer split where it leaves the reference's, and the reference text's tokens
-with each position's top predictions, as plain data for the report (text, never ids alone)."""
+"""The lab's answers and token-level data: how each setting answers a prompt (a chat turn, or, for a model without a
+chat template, the prompt as plain text to continue), each answer split where it leaves the reference's, and the
+reference text's tokens with each position's top predictions, as plain data for the report (text, never ids alone)."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["answer_table", "token_texts", "top_tokens"]
+__all__ = ["PLAIN_ANSWERS_NOTE", "answer_stream", "answer_table", "answers_note", "token_texts", "top_tokens"]
+
+PLAIN_ANSWERS_NOTE = ("no chat template (a base model?): each prompt was given as plain text to continue, and the "
+                      "answers are the model's continuations")  # fmt: skip
+
+
+def answer_stream(engine, prompt: str, max_new_tokens: int):
+    """The greedy answer's stream: a chat turn, or (a model without a chat template) the prompt continued as text."""
+    if getattr(engine, "has_chat_template", True) is False:
+        from ..prompt.plain import plain_ids
+
+        return engine.stream_from_ids(plain_ids(engine, prompt), max_new_tokens=max_new_tokens, do_sample=False)
+    from kani import ChatMessage
+
+    return engine.stream([ChatMessage.user(prompt)], max_new_tokens=max_new_tokens, do_sample=False)
+
+
+def answers_note(engine) -> str | None:
+    """What the report says about how this engine answered (None: as a chat)."""
+    return PLAIN_ANSWERS_NOTE if getattr(engine, "has_chat_template", True) is False else None
 
 
 def answer_table(prompts, answers: dict, ref_label: str, tokenizer) -> list[dict]:

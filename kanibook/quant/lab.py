@@ -31,7 +31,7 @@ from .._progress import progress_bar
 from ..exceptions import KanibookError
 from ..layers.compare import lab_capture, lab_record
 from .settings import Setting, resolve_settings
-from .answers import answer_table, token_texts, top_tokens
+from .answers import answer_stream, answer_table, answers_note, token_texts, top_tokens
 from .measure import compute_dtype_of, footprint, memory_now, release_memory, speed
 from .native import NativeGGUF, gguf_source, is_native, load_native, native_footprint, native_scores
 from .texts import DEFAULT_PROMPTS, REFERENCE_TEXT
@@ -108,6 +108,7 @@ class _Lab:
         self.rows: list[dict] = []
         self.positions: dict[str, dict] = {}
         self.answers: dict[str, list[dict]] = {}
+        self.notes: list[str] = []
         self.estimates = _estimates(path)
         self.layers, self.recorder = None, None  # the layers pass (kanibook.layers.compare.lab_record)
         release_memory(device)
@@ -189,12 +190,13 @@ class _Lab:
 
     def _answers(self, engine) -> list[dict]:
         """Each prompt's answer (its first run), with the stats of every run in ``runs`` (after a warm-up)."""
-        from kani import ChatMessage
+        note = answers_note(engine)  # a model without a chat template continues the prompts as plain text
+        if note and note not in self.notes:
+            self.notes.append(note)
 
         async def one(prompt: str, max_new_tokens: int) -> dict:
             completion = None
-            async for item in engine.stream([ChatMessage.user(prompt)], max_new_tokens=max_new_tokens,
-                                            do_sample=False):  # fmt: skip
+            async for item in answer_stream(engine, prompt, max_new_tokens):
                 if not isinstance(item, str):
                     completion = item
             stats = completion.stats
@@ -231,6 +233,7 @@ class _Lab:
             total_s=total_s,
             repeats=self.repeats,
             layers=self.recorder.close() if self.recorder is not None else {},
+            notes=self.notes,
         )
 
 

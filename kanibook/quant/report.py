@@ -52,6 +52,7 @@ class QuantReport:
     :param repeats: How many times each prompt was answered (after a warm-up) for the speed figures.
     :param layers: Inside the network, per setting against the reference (``compare_quantization(layers=...)``,
         :mod:`kanibook.layers.compare`); ``{}`` when not recorded. Drawn by :meth:`show_layers`.
+    :param notes: Remarks on how it was measured (e.g. answers given as plain text to continue: no chat template).
     """
 
     model: str
@@ -65,6 +66,7 @@ class QuantReport:
     total_s: float | None = None
     repeats: int | None = None
     layers: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reference(self) -> dict:
@@ -169,14 +171,16 @@ class QuantReport:
         return report_figure(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from ..render import safe
         from ..render.quant import report_html, report_text
 
-        return {"text/plain": report_text(self), "text/html": report_html(self)}
+        notes = "".join(f"<div style='font-style:italic'>{safe.text(n)}</div>" for n in self.notes)
+        return {"text/plain": str(self), "text/html": notes + report_html(self)}
 
     def __str__(self) -> str:
         from ..render.quant import report_text
 
-        return report_text(self)
+        return "".join(f"note: {n}\n" for n in self.notes) + report_text(self)
 
     def __repr__(self) -> str:
         return f"<QuantReport {self.model!r} on {self.device}: {', '.join(self.labels)}>"

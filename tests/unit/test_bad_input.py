@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 from IPython.core.error import UsageError
@@ -86,10 +87,18 @@ def test_a_lone_surrogate_is_refused_where_it_enters(ip, session, demo_engine, r
 def test_an_over_long_message_is_one_line_without_kanis_traceback(ip, session, kani_logs):
     with capture_output() as captured, pytest.raises(UsageError) as err:
         ip.run_cell_magic("chat", "--max-new-tokens 2", "word " * 10_000)
-    assert "\n" not in str(err.value)
+    line = str(err.value)
+    assert "\n" not in line
     printed = _printed(kani_logs) + captured.stdout + captured.stderr
     assert "Traceback" not in printed and 'File "' not in printed
-    assert [m.role.value for m in session.history] in ([], ["user"])  # kept as it was or with the user's message
+    assert "Exception while getting prompt size" not in printed  # kani's internal probe is not shown
+    room = session.kani.desired_response_tokens
+    numbers = re.search(r"too long: ([\d,]+) tokens .* context is ([\d,]+) tokens and ([\d,]+) are kept for the reply, "
+                        r"so at most ([\d,]+) fit", line)  # fmt: skip
+    assert numbers, line
+    n, context, kept, fit = (int(x.replace(",", "")) for x in numbers.groups())
+    assert n > 10_000 and context == 8192 and kept == room and fit == context - room
+    assert "Shorten" in line and session.history == []  # nothing was sent
 
 
 def test_a_broken_config_is_one_line_without_kanis_traceback(ip, tmp_path, demo_model_dir, kani_logs):
@@ -100,9 +109,13 @@ def test_a_broken_config_is_one_line_without_kanis_traceback(ip, tmp_path, demo_
     (folder / "config.json").write_text("{ this is not json")
     with capture_output() as captured, pytest.raises(UsageError) as err:
         ip.run_line_magic("kani", f"load {folder}")
-    assert "\n" not in str(err.value)
+    line = str(err.value)
+    assert "\n" not in line
+    assert f"{folder / 'config.json'} is not valid JSON" in line and "line 1, column 3" in line
+    assert "pass a local folder or a Hugging Face id" not in line  # it is a local folder: that advice does not fit
     printed = _printed(kani_logs) + captured.stdout + captured.stderr
     assert "Traceback" not in printed and 'File "' not in printed
+    assert "Could not load the AutoProcessor" not in printed  # nothing was loaded half-way
 
 
 def test_atomic_writes_keep_the_files_mode(tmp_path):

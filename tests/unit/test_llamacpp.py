@@ -1,12 +1,17 @@
 """GGUF run natively by llama.cpp (kani's LlamaCppEngine): streams without blocking the loop, stops, works in the
-panel and the session, and says clearly what does not apply. Uses the embedded model's own Q4_1 GGUF file."""
+panel and the session, takes generation arguments in both vocabularies (at load too), and shows its inside like the
+transformers road: the prompt view of the ids llama.cpp evaluates, probabilities and scores from its logits. Uses the
+embedded model's own Q4_1 GGUF file."""
 
 from __future__ import annotations
 
 import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
 from kani import ChatMessage, Kani
 
 import kanibook
+from kanibook.conversation.session import current_session
 from kanibook.exceptions import KanibookError
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install 'kanibook[llamacpp]')")
@@ -99,7 +104,126 @@ def test_bad_backend_arguments_get_one_line():
         kanibook.load(backend="llama.cpp", quant="nf4")
 
 
-def test_the_prompt_view_says_it_does_not_apply(llama_engine):
-    with pytest.raises(KanibookError, match="Hugging Face") as info:
-        kanibook.show_prompt(llama_engine, QUESTION)
+def test_hyperparameters_given_at_load_are_translated_and_unknown_ones_refused(run_async):
+    with pytest.raises(KanibookError, match="Unknown generation argument 'num_beams' for llama.cpp") as info:
+        kanibook.load(backend="llama.cpp", num_beams=2)  # refused before the file is read
     assert "\n" not in str(info.value)
+    engine = kanibook.load(backend="llama.cpp", do_sample=False, max_new_tokens=6, repetition_penalty=1.0)
+    try:
+        assert engine.hyperparams == {"temperature": 0.0, "max_tokens": 6, "repeat_penalty": 1.0}
+        reply = run_async(Kani(engine).chat_round_str("What is the capital of France?"))  # no per-call arguments
+        assert reply.strip() and engine.last_stats.completion_tokens <= 6
+    finally:
+        run_async(engine.close())
+
+
+def test_the_magic_loads_with_the_llama_cpp_backend(ip, current, demo_engine):
+    current(demo_engine)
+    with capture_output() as captured:
+        ip.run_line_magic("kani", "load --backend llama.cpp")
+    engine = current_session().engine
+    assert type(engine).__name__ == "KanibookLlamaCppEngine"
+    assert "Loaded SmolLM2-135M-Instruct.Q4_1.gguf (KanibookLlamaCppEngine, llama.cpp" in captured.stdout
+    with pytest.raises(UsageError, match="--backend belongs to %kani load"):
+        ip.run_line_magic("kani", "prompt --backend llama.cpp")
+
+
+CONVERSATION = [ChatMessage.system("Be brief."), ChatMessage.user("What is the capital of France?"),
+                ChatMessage.assistant("Paris."), ChatMessage.user("And the capital of Italy?")]  # fmt: skip
+
+
+def test_the_prompt_view_shows_the_ids_llama_cpp_evaluates(llama_engine):
+    view = kanibook.show_prompt(llama_engine, CONVERSATION)
+    evaluated, _, _ = llama_engine._get_generate_args(CONVERSATION)  # what kani's engine hands create_completion
+    assert view.token_ids == list(evaluated)
+    assert "".join(t.text for t in view.tokens) == view.text == llama_engine.build_prompt(CONVERSATION)
+    assert [s.message_index for s in view.segments if s.message_index is not None] == [0, 1, 2, 3]
+    own = "".join(t.text for s in view.segments_of(1) for t in view.tokens[s.start : s.end] if not t.is_template)
+    assert own == "What is the capital of France?"
+    assert view.segments[-1].label == "generation prompt"
+
+
+def test_compare_prompts_across_the_two_roads(llama_engine, demo_engine):
+    cmp = kanibook.compare_prompts(llama_engine, demo_engine, CONVERSATION)
+    assert cmp.a.token_ids == list(llama_engine._get_generate_args(CONVERSATION)[0])
+    assert cmp.b.token_ids == demo_engine.build_prompt(CONVERSATION)["input_ids"][0].tolist()
+    assert cmp.same  # this file's own tokenizer gives the Hugging Face ids for plain ASCII
+    odd = [ChatMessage.user("Straße, café, naïve: 日本語のテキスト ✓")]
+    other = kanibook.compare_prompts(llama_engine, demo_engine, odd)
+    assert other.a.token_ids == list(llama_engine._get_generate_args(odd)[0])
+    assert other.same == (other.a.token_ids == other.b.token_ids)  # any difference is shown, token by token
+    assert "A: SmolLM2-135M-Instruct.Q4_1.gguf" in other._repr_mimebundle_()["text/plain"]
+
+
+def _check_records(probs, greedy: bool):
+    assert len(probs) > 0
+    for t in probs:
+        total = sum(a.prob for a in t.alternatives)
+        assert 0 < total <= 1 + 1e-5 and len(t.alternatives) == probs.top_k
+        assert t.token_id in [a.token_id for a in t.alternatives]  # the chosen token is among them
+        assert t.entropy >= 0 and 0 < t.prob <= 1
+        if greedy:
+            assert t.rank == 0 and t.alternatives[0].token_id == t.token_id
+
+
+def test_probabilities_from_llama_cpps_logits(llama_engine, run_async):
+    completion = run_async(llama_engine.predict(QUESTION, max_new_tokens=12, do_sample=False, probabilities=True))
+    probs = completion.probs
+    _check_records(probs, greedy=True)
+    assert probs.text.strip() == completion.message.text and probs.note is None
+    assert probs.prompt_ids == list(llama_engine._get_generate_args(QUESTION)[0])
+    assert kanibook.show_reply(completion).probs is probs
+    sampled = run_async(llama_engine.predict(QUESTION, max_new_tokens=12, temperature=1.0, top_k=5, seed=3,
+                                             probabilities=True))  # fmt: skip
+    _check_records(sampled.probs, greedy=False)  # top_k=5: what was sampled is among the raw top 5
+    assert "raw distribution" in sampled.probs.note
+
+
+def test_probabilities_in_chat_magic_and_panel(llama_engine, ip, current, run_async):
+    current(llama_engine)
+    with capture_output() as captured:
+        ip.run_cell_magic("chat", "--probs --max-new-tokens 6 --temperature 0", "Say hello.")
+    shown = [o.data for o in captured.outputs if "text/plain" in o.data and "Reply" in o.data["text/plain"]]
+    assert shown and "least confident" in shown[-1]["text/plain"]
+    assert "not available" not in captured.stdout
+
+    async def panel_round():
+        panel = kanibook.chat(llama_engine, max_new_tokens=6)
+        panel.probabilities = True
+        panel.input.value = "Say hello."
+        panel.send_button.click()
+        await panel.wait()
+        box = panel.messages[-1].probs_box
+        panel.close()
+        return box
+
+    box = run_async(panel_round())
+    assert box is not None and len(box.probs) > 0
+
+
+def test_score_text_through_llama_cpps_logits(llama_engine, demo_engine):
+    scored = kanibook.score_text(llama_engine, CONVERSATION)
+    view = kanibook.show_prompt(llama_engine, CONVERSATION)
+    assert [t.index for t in scored.tokens] == list(range(1, view.total))
+    assert 1 < scored.perplexity < 1000
+    reference = kanibook.score_text(demo_engine, CONVERSATION)  # the same ids through transformers
+    same_top = sum(a.alternatives[0].token_id == b.alternatives[0].token_id
+                   for a, b in zip(scored.tokens, reference.tokens)) / len(scored.tokens)  # fmt: skip
+    assert same_top >= 0.8  # the Q4_1 file and its dequantized weights mostly agree
+    reply = kanibook.show_prompt(llama_engine, QUESTION)  # the context was reset: generation still works
+    assert reply.total > 5
+
+
+def test_what_if_branches_continue_through_llama_cpp(llama_engine):
+    session = kanibook.ChatSession(llama_engine)
+    try:
+        first = session.send("What is the capital of France?", max_new_tokens=8, temperature=0, probabilities=True)
+        old = session.history[-1]
+        probs = kanibook.show_reply(session).probs
+        branch = session.branch(-1, 0, 1, max_new_tokens=8)
+    finally:
+        session.close()
+    assert branch.alternative.token_id == probs[0].alternatives[1].token_id  # the runner-up at the first token
+    assert branch.probs.tokens[0].token_id == branch.alternative.token_id
+    assert session.history[-1] is not old and branch.message.text and first.text
+    assert all(t.rank == 0 for t in branch.probs.tokens[1:])  # greedy from there on, from llama.cpp's logits

@@ -75,6 +75,34 @@ TEMPLATES = {
         "{% for t in tools %}{{ t | tojson }}\n{% endfor %}\n{% endif %}{{ m.content }}<|eot_id|>{% endfor %}"
         "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
     ),
+    # Llama 3.1's shape: BOS, then a system block the template always writes (a knowledge date, a fixed date) holding
+    # the system text; turns end with <|eot_id|>
+    "llama31": (
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|begin_of_text|>", "<|end_of_text|>",
+        "{{ bos_token }}{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}"
+        "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+        "<|start_header_id|>system<|end_header_id|>\n\nKnowledge cutoff: 2023\nDate: 26 Jul 2024\n\n{{ sys }}<|eot_id|>"
+        "{% for m in msgs %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+    ),
+    # Llama 3.2's shape: the same with today's date
+    "llama32": (
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|begin_of_text|>", "<|end_of_text|>",
+        "{{ bos_token }}{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}"
+        "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+        "<|start_header_id|>system<|end_header_id|>\n\nDate: {{ strftime_now('%d %b %Y') }}\n\n{{ sys }}<|eot_id|>"
+        "{% for m in msgs %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+    ),
+    # DeepSeek-V3's shape: BOS, the system text bare, then role markers that are ordinary (not special) tokens
+    "bare_system": (
+        ["<|bos|>", "<|eos|>"], "<|bos|>", "<|eos|>",
+        "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}"
+        "{% elif m.role == 'user' %}<User>{{ m.content }}{% else %}<Assistant>{{ m.content }}<|eos|>{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<Assistant>{% endif %}",
+    ),
     # turns end with <|end|> (not the eos <|endoftext|>)
     "end_token": (
         ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|endoftext|>", "<|endoftext|>",
@@ -125,6 +153,9 @@ CASES = {
     "default_system_date": (False, None),
     "tools_in_user": (True, FUNCTIONS),
     "end_token": (True, None),
+    "llama31": (True, None),
+    "llama32": (True, None),
+    "bare_system": (True, None),
 }
 
 
@@ -212,7 +243,7 @@ def _merged_first(view, kinds):
     check_turn_ends(view, "<end_of_turn>")
     header = next(t for t in view.tokens if t.text == "<start_of_turn>")
     assert view.segments[header.segment].message_index == 1  # the turn is the user's; the system text inside it
-    assert [s.message_index for s in view.segments[:3]] == [1, 0, 1]
+    assert [s.message_index for s in view.segments[:4]] == [None, 1, 0, 1]  # the BOS before the first message
 
 
 def _system_in_last_user(view, kinds):
@@ -274,6 +305,25 @@ def _end_token(view, kinds):
     assert "".join(t.text for t in view.tokens[view.segments[-1].start :]) == "<|assistant|>\n"
 
 
+def _llama31(view, kinds):
+    assert kinds == set()  # the system text is in the template's own block: nothing moved (the date is fixed text)
+    check_turn_ends(view, "<|eot_id|>")
+    system = view.segments_of(0)[0]
+    assert view.tokens[system.start].text == "<|start_header_id|>"  # the block's header is the system turn's
+
+
+def _llama32(view, kinds):
+    assert kinds == {("date", 0)}  # today's date, in the system block
+    check_turn_ends(view, "<|eot_id|>")
+
+
+def _bare_system(view, kinds):
+    assert kinds == {("bare", 0)}
+    assert view.template_notes[0].text == "#1 system: rendered without a role marker, before #2 user's turn"
+    system = next(s for s in view.segments if s.message_index == 0 and s.count)
+    assert all(not t.is_template for t in view.tokens[system.start : system.end])  # its own text, nothing else
+
+
 EXPECTED = {
     "merged_first": _merged_first,
     "system_in_last_user": _system_in_last_user,
@@ -282,7 +332,22 @@ EXPECTED = {
     "default_system_date": _default_system_date,
     "tools_in_user": _tools_in_user,
     "end_token": _end_token,
+    "llama31": _llama31,
+    "llama32": _llama32,
+    "bare_system": _bare_system,
 }
+
+
+@pytest.mark.parametrize("name", [n for n, (_, bos, _, tpl) in TEMPLATES.items() if "bos_token" in tpl])
+@pytest.mark.parametrize("system", [True, False])
+def test_the_bos_is_template_text_before_the_first_message(name, system, folders):
+    view = kanibook.show_prompt(folders[name], conversation(system))
+    first = view.tokens[0]
+    assert first.text == TEMPLATES[name][1] and first.is_template
+    segment = view.segments[first.segment]
+    assert segment.message_index is None and segment.label == "template (before the messages)"
+    plain = view._repr_mimebundle_()["text/plain"]
+    assert "template (before the messages)" in plain  # the whole label, not cut, in the text form
 
 
 def test_compare_two_templates_token_by_token(folders):
@@ -371,3 +436,13 @@ def test_no_system_role_refusal_and_fix(tmp_path, chat_model_builder):
     assert view.messages[-1].text == "Be brief.\n\nWhy?"
     own = "".join(t.text for s in view.segments_of(2) for t in view.tokens[s.start : s.end] if not t.is_template)
     assert own == "Be brief.\n\nWhy?"
+
+
+def test_a_bos_that_is_the_turn_marker_stays_with_the_first_turn(tmp_path, chat_model_builder):
+    # (the embedded SmolLM2's tokenizer names <|im_start|> as its BOS: there it is every turn's header)
+    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    folder = chat_model_builder(tmp_path / "chatml-bos", CHATML, chatml, "<|im_start|>", "<|endoftext|>")
+    view = kanibook.show_prompt(folder, conversation())
+    first = view.segments[view.tokens[0].segment]
+    assert view.tokens[0].text == "<|im_start|>" and first.message_index == 0

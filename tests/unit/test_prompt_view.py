@@ -114,8 +114,9 @@ def test_ids_are_build_prompt_ids_llama2_template(llama2_engine):
     check_invariants(view)
     # Llama 2 puts the system text inside the first user turn: the turn's header and <</SYS>> are the user's
     assert [n.text for n in view.template_notes] == ["#1 system: merged into #2 user's turn"]
-    assert [s.message_index for s in view.segments] == [1, 0, 1, 2, 3]
-    assert segment_text(view, view.segments[0]) == "<s>[INST] <<SYS>>\n"
+    assert [s.message_index for s in view.segments] == [None, 1, 0, 1, 2, 3]  # the BOS: before the first message
+    assert segment_text(view, view.segments[0]) == "<s>"
+    assert segment_text(view, view.segments[1]) == "[INST] <<SYS>>\n"
     for k, message in enumerate(messages):
         segs = view.segments_of(k)
         assert message.text in "".join(segment_text(view, seg) for seg in segs)
@@ -371,7 +372,7 @@ def test_clear_errors(demo_engine, llama2_engine):
         kanibook.show_prompt(Kani(demo_engine))
     with pytest.raises(KanibookError, match="Pass the conversation"):
         kanibook.show_prompt(demo_engine)
-    with pytest.raises(KanibookError, match="local Hugging Face engine"):
+    with pytest.raises(KanibookError, match="needs a local engine"):
         kanibook.show_prompt(object(), [ChatMessage.user("x")])
     with pytest.raises(KanibookError, match="messages"):
         kanibook.compare_prompts(demo_engine, demo_engine)

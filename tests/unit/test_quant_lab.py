@@ -64,8 +64,12 @@ def test_4bit_costs_quality_and_saves_memory(report):
         assert row["weights_bytes"] == pytest.approx(row["weights_estimate_bytes"], rel=0.02), row["label"]
 
 
-def test_the_reference_perplexity_agrees_with_the_models_own_loss(report, demo_engine):
+def test_the_reference_perplexity_agrees_with_the_models_own_loss(report, demo_model_dir):
     import torch
+
+    import kanibook
+
+    demo_engine = kanibook.load(demo_model_dir, quant="fp32")  # the lab's reference is fp32 (not the default dtype)
 
     from kanibook.engine._model_thread import model_thread
     from kanibook.quant.texts import REFERENCE_TEXT
@@ -169,7 +173,7 @@ def test_a_released_model_is_really_freed(demo_model_dir):
 
     release_memory("cpu")
     start = memory_now("cpu")
-    engine = kanibook.load(demo_model_dir)
+    engine = kanibook.load(demo_model_dir, quant="fp32")  # 538 MB of weights (the default dtype may be bf16)
     from kanibook.scoring import score_ids
 
     score_ids(engine.model, list(range(1, 40)))  # pages the weights in
