@@ -46,10 +46,12 @@ def demo_model_dir():
 
 @pytest.fixture(scope="session")
 def demo_engine(demo_model_dir):
-    """One shared kanibook engine on the demo model. Tests must leave it idle (no generation running)."""
+    """One shared kanibook engine on the demo model, in fp32 (the figures the tests compare with are fp32's: exact
+    footprints, the lab's fp32 reference; the bf16 default where the CPU has it is tested in test_default_dtype.py
+    and test_base_models.py). Tests must leave it idle (no generation running)."""
     import kanibook
 
-    engine = kanibook.load(demo_model_dir)
+    engine = kanibook.load(demo_model_dir, quant="fp32")
     yield engine
     assert not engine.is_generating
 

@@ -76,7 +76,7 @@ def test_a_base_model_loads_and_the_load_line_says_so(base_engine, current, ip):
     current(base_engine)
     session = current_session()
     session.use(base_engine)
-    assert "no chat template" in kanibook._magics._engine_label(base_engine)
+    assert "no chat template" in kanibook.magics.commands._engine_label(base_engine)
 
 
 def test_chat_is_refused_in_one_line_without_warnings(base_engine, current, ip, caplog, run_async):
