@@ -156,6 +156,10 @@ class ChatPanel(PanelWhy, PanelProbs, PanelConversation, PanelWidgets):
         check_text(text)
         self._refuse_if_busy()
         _require_loop()
+        if getattr(self.engine, "has_chat_template", True) is False:  # a base model: one line, nothing sent
+            from ..engine._template import NoChatTemplateError
+
+            raise NoChatTemplateError()
 
         # The message enters the history now, not when the round's task first runs: a Stop in the same event-loop
         # tick (which cancels a task that never started) must not lose it.

@@ -205,3 +205,22 @@ def test_a_base_gguf_on_llama_cpp_loads_refuses_chat_and_shows_plain_text(base_g
         assert run_async(Kani(engine).chat_round_str("What is the capital of France?", max_new_tokens=6)).strip()
     finally:
         run_async(engine.close())
+
+
+def test_the_panel_refuses_chat_in_its_status_line(base_engine, run_async):
+    """The panel's Send with a base model: the one line in the status, nothing added to the conversation."""
+    import kanibook
+
+    panel = kanibook.chat(base_engine)
+
+    async def scenario():
+        panel.input.value = "Hello there"
+        panel._on_send_click()
+        return list(panel.kani.chat_history), panel._status, panel.input.value
+
+    try:
+        history, status, kept = run_async(scenario())
+    finally:
+        panel.close()
+    assert history == [] and "no chat template" in status and "\n" not in status
+    assert kept == "Hello there"  # the text stays in the box
