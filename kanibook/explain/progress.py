@@ -1,5 +1,5 @@
-"""A progress bar for work that takes seconds: tqdm.auto (a widget in notebooks, text in terminals), shown only when the
-work is expected to take more than about a second on a CPU.
+"""A progress bar for work that takes seconds (kanibook's own bar: live in a notebook, its saved text the final state),
+shown only when the work is expected to take more than about a second on a CPU.
 
 The expectation is judged from the size of the work (token positions to run through the model), not from a clock, so
 the same call always shows a bar or never does: a notebook saved with its outputs compares equal when it runs again.
@@ -27,10 +27,7 @@ def steps(desc: str, total: int, enabled: bool = True, work: int | None = None):
     if not enabled or (work is not None and work < SECOND_OF_WORK):
         yield _Silent()
         return
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    bar = tqdm(total=total, desc=desc, unit="pass")
-    try:
+    with progress_bar(total, desc, unit="pass") as bar:
         yield bar
-    finally:
-        bar.close()

@@ -97,12 +97,11 @@ def show_layers(target, text_or_messages=None, *, position: int | None = None, e
     if len(ids) < 1:
         raise KanibookError("The text has no tokens: give show_layers at least one.")
     p = _index(-1 if position is None else position, len(ids))
-    from tqdm.auto import tqdm
-
+    from .._progress import progress_bar
     from .lens import decoder_layers
 
     found = decoder_layers(engine.model)
-    with tqdm(total=len(found[1]) + 1 if found else None, disable=not progress, unit="layer", desc="logit lens") as bar:
+    with progress_bar(len(found[1]) + 1 if found else 0, "logit lens", unit="layer", enabled=progress) as bar:
         table = model_thread().run(lens_table, engine.model, ids, bar)
     texts = _texts(engine.tokenizer, table["top_ids"])
     return LayersView(
@@ -129,7 +128,7 @@ def lens_table(model, ids, bar=None) -> dict:
     parts = find_parts(model)
     stream, _ = capture(model, parts, ids)
     if bar is not None:
-        bar.reset(total=len(stream))
+        bar.total = len(stream)
     top_ids, top_probs = [], []
     for hidden in stream:
         if bar is not None:
