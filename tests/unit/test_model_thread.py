@@ -87,7 +87,12 @@ def test_small_ops_on_the_model_thread_keep_full_speed_after_main_thread_torch()
 
 
 def test_streaming_keeps_full_speed_after_main_thread_torch(demo_engine, run_async):
-    """The benchmark (bench/bench_threads.py) holds the real target (0.95); this bound is generous for a busy CI."""
+    """A gross slowdown of the stream path (a per-token cost, or the two-pool stall, 2x on a Xeon) fails here.
+
+    Not a benchmark: bench/bench_threads.py holds the real target (0.95) on a quiet machine. A CI machine shared with
+    other jobs measured 0.75 with no regression (best of two), and the pool stall costs only 8-18% on an EPYC, so the
+    bound is 0.6 of the best of three interleaved rounds. The test that separates the fix is the one above,
+    test_small_ops_on_the_model_thread_keep_full_speed_after_main_thread_torch."""
     import torch
     from kani import ChatMessage
 
@@ -110,7 +115,7 @@ def test_streaming_keeps_full_speed_after_main_thread_torch(demo_engine, run_asy
 
     (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # a notebook cell's own torch work
     bare_rates, stream_rates = [], []
-    for _ in range(2):
+    for _ in range(3):
         bare_rates.append(bare())
         stream_rates.append(run_async(streamed()))
-    assert max(stream_rates) >= 0.75 * max(bare_rates), (stream_rates, bare_rates)
+    assert max(stream_rates) >= 0.6 * max(bare_rates), (stream_rates, bare_rates)
