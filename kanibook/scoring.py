@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TokenScores", "score_ids", "score_tails", "scores_from_logits"]
+__all__ = ["TokenScores", "score_ids", "score_tails", "scores_from_logits", "engine_score_ids", "engine_score_tails"]
 
 
 @dataclass
@@ -141,6 +141,32 @@ def _score_batch(model, batch: list[list[int]], last: int, pad_id: int) -> list[
             logits = model(**inputs).logits
         logits = logits[:, -(last + 1) : -1]
     return [scores_from_logits(seq[-(last + 1) :], logits[row], top_k=0).logprob for row, seq in enumerate(batch)]
+
+
+def engine_score_ids(engine, token_ids, *, top_k: int = 5, keep_full: bool = False) -> TokenScores:
+    """:func:`score_ids` for an engine: an engine that scores with its own logits (kanibook's llama.cpp engine, its
+    ``score_ids``) does so, any other scores through its transformers model."""
+    own = getattr(engine, "score_ids", None)
+    if callable(own):
+        return own(token_ids, top_k=top_k, keep_full=keep_full)
+    return score_ids(engine.model, token_ids, top_k=top_k, keep_full=keep_full)
+
+
+def engine_score_tails(engine, sequences, last: int, *, pad_id: int = 0, on_batch=None) -> list[list[float]]:
+    """:func:`score_tails` for an engine: llama.cpp scores one sequence at a time with its own logits (its context
+    holds one sequence), a transformers model in batches."""
+    own = getattr(engine, "score_ids", None)
+    if not callable(own):
+        return score_tails(engine.model, sequences, last, pad_id=pad_id, on_batch=on_batch)
+    seqs = [list(s) for s in sequences]
+    if last < 1 or any(len(s) <= last for s in seqs):
+        raise ValueError("every sequence must be longer than the tail to score")
+    out = []
+    for seq in seqs:
+        out.append(own(seq, top_k=0).logprob[-last:])
+        if on_batch is not None:
+            on_batch(1)
+    return out
 
 
 def scores_from_logits(token_ids: list[int], logits, *, top_k: int = 5, keep_full: bool = False) -> TokenScores:

@@ -16,7 +16,8 @@ the event loop is blocked between tokens (no Stop click can arrive), and it need
 - shows its inside like the transformers road: the prompt view gets the ids llama.cpp itself evaluates (its own
   tokenizer over the text of the template it applies), and ``probabilities=True`` records each token's
   probability, rank, entropy and alternatives from llama.cpp's logits (:mod:`._llamacpp_probs`), as does
-  :meth:`score_ids` for ``score_text``.
+  :meth:`score_ids` for ``score_text`` and ``explain_reply``; :meth:`greedy_text` gives ``template_what_if`` its
+  greedy continuations. The logit lens needs hidden states, which llama.cpp does not expose: it says so.
 
 ``kanibook.load("model.gguf", backend="llama.cpp")`` makes one. Needs ``llama-cpp-python``
 (``pip install 'kanibook[llamacpp]'``, a source build of a few minutes).
@@ -159,6 +160,13 @@ class KanibookLlamaCppEngine(LlamaCppEngine):
             raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before scoring.")
         return model_thread().run(score_ids, self.model, list(ids), top_k, keep_full)
 
+    def greedy_text(self, ids, n: int) -> str:
+        """The first ``n`` tokens llama.cpp generates greedily after ``ids`` (an end-of-turn token ends it and is
+        shown), as text: what a template variant makes the model say (``template_what_if``)."""
+        if self._stop_event is not None:
+            raise BusyError("A reply is still being generated: stop it (engine.stop()) or wait before asking.")
+        return model_thread().run(_greedy, self.model, [int(i) for i in ids], n)
+
     @property
     def is_generating(self) -> bool:
         return self._stop_event is not None
@@ -255,6 +263,18 @@ class KanibookLlamaCppEngine(LlamaCppEngine):
                 recorder.detach()
             turn.finish(memory)
             emit(_END)
+
+
+def _greedy(llama, ids: list[int], n: int) -> str:
+    from ._llamacpp_probs import _ends_turn
+
+    out: list[int] = []
+    if n > 0:
+        for token in llama.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
+            out.append(int(token))
+            if len(out) >= n or _ends_turn(llama, int(token)):
+                break
+    return llama.detokenize(out, special=True).decode("utf-8", errors="replace")
 
 
 class _Turn:

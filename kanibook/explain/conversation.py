@@ -3,9 +3,11 @@
 :func:`resolve` turns what the user passed (a ``Kani``, the notebook's ``ChatSession``, a chat panel, or an engine
 with messages) into a :class:`Reply`: the engine and its model, the messages before the reply, the reply, and the
 real prompt as the prompt view shows it (:func:`kanibook.show_prompt`: the same ids :func:`kanibook.score_text`
-scores). What cannot be explained says so in one line: an engine that cannot score (an OpenAI-compatible server, a
-llama.cpp model), a conversation with images or sounds, one that does not fit the context, a missing reply.
-:func:`prompt_ids` renders any message list through the engine's own pipeline, as ``build_prompt`` does.
+scores). What cannot be explained says so in one line: an engine that cannot score (an OpenAI-compatible server), a
+conversation with images or sounds, one that does not fit the context, a missing reply. kanibook's llama.cpp engine
+is explained like a transformers one, from llama.cpp's own ids and logits.
+:func:`prompt_ids` renders any message list through the engine's own pipeline, as ``build_prompt`` does, and
+:func:`text_ids` tokenizes a text as the engine's own tokenizer does (llama.cpp's for a GGUF run by llama.cpp).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from typing import Any
 
 from ..exceptions import KanibookError
 
-__all__ = ["Reply", "resolve", "prompt_ids", "plain_text_ids"]
+__all__ = ["Reply", "resolve", "prompt_ids", "plain_text_ids", "text_ids"]
 
 
 @dataclass
 class Reply:
     """A reply and the prompt it answers.
 
-    :param engine: The kani engine (a local Hugging Face one).
+    :param engine: The kani engine (a local Hugging Face one, or kanibook's llama.cpp engine).
     :param context: The messages before the reply (system prompt and always-included messages first).
     :param message: The reply (an assistant ``ChatMessage``).
     :param functions: The functions the prompt describes (a Kani's enabled functions; else none).
@@ -125,14 +127,14 @@ def _conversation(target, messages):
 def _check_engine(engine) -> None:
     model = getattr(engine, "model", None)
     ok = getattr(engine, "tokenizer", None) is not None and hasattr(engine, "build_prompt")
-    if ok:
+    if ok and not callable(getattr(engine, "score_ids", None)):  # llama.cpp scores with its own logits
         import torch
 
         ok = isinstance(model, torch.nn.Module)
     if not ok:
         raise KanibookError(
-            f"{type(engine).__name__} cannot score a given reply token by token (a server or llama.cpp model only "
-            "sends what it generates): load the model locally with kanibook.load(...) to explain its replies."
+            f"{type(engine).__name__} cannot score a given reply token by token (a server only sends what it "
+            "generates): load the model locally with kanibook.load(...) to explain its replies."
         )
 
 
@@ -151,7 +153,7 @@ def prompt_ids(engine, messages: list, functions=None) -> list[int] | None:
     except Exception:  # noqa: BLE001 - a template that refuses this conversation
         return None
     if isinstance(prompt, str):
-        prompt = engine._processor_or_tokenizer(text=prompt, add_special_tokens=False, return_tensors="pt")
+        return text_ids(engine, prompt)
     if isinstance(prompt, torch.Tensor):
         return prompt[0].tolist()
     if isinstance(prompt, (dict, UserDict)):
@@ -162,5 +164,16 @@ def prompt_ids(engine, messages: list, functions=None) -> list[int] | None:
 def plain_text_ids(engine, messages: list) -> list[int]:
     """The messages as plain text, no chat template: their texts one after another, a blank line after each, as a
     tokenizer sends text (its own special tokens, e.g. a BOS, included)."""
-    text = "".join(m.text.strip() + "\n\n" for m in messages if m.text and m.text.strip())
-    return list(engine.tokenizer(text, add_special_tokens=True)["input_ids"])
+    from ..prompt.plain import plain_ids
+
+    return plain_ids(engine, "".join(m.text.strip() + "\n\n" for m in messages if m.text and m.text.strip()))
+
+
+def text_ids(engine, text: str) -> list[int]:
+    """A rendered prompt's ids, as the engine sends a prompt text (no special tokens added: the template wrote its
+    own): llama.cpp's tokenizer for kanibook's llama.cpp engine, else the engine's processor or tokenizer."""
+    own = getattr(engine, "prompt_ids", None)
+    if callable(own):
+        return list(own(text))
+    encoded = engine._processor_or_tokenizer(text=text, add_special_tokens=False, return_tensors="pt")
+    return encoded["input_ids"][0].tolist()

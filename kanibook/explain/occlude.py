@@ -131,7 +131,7 @@ def explain_reply(target, index: int = -1, *, detail: int | None = None, budget:
     :param messages: The conversation, for an engine (or in place of a Kani's).
     :param progress: Show a progress bar when it takes more than a second.
     """
-    from ..scoring import score_ids, score_tails
+    from ..scoring import engine_score_ids, engine_score_tails
 
     reply = resolve(target, index, messages)
     if detail is not None:
@@ -143,9 +143,9 @@ def explain_reply(target, index: int = -1, *, detail: int | None = None, budget:
     rows = [reply.ids, *[v for v in variants if v is not None], *token_rows]
     work = len(reply.view.token_ids) + sum(map(len, rows))
     with steps("explain_reply", len(rows) + 1, progress, work) as bar:
-        exact = score_ids(reply.model, reply.view.token_ids, top_k=0)  # what score_text scores
+        exact = engine_score_ids(reply.engine, reply.view.token_ids, top_k=0)  # what score_text scores
         bar.update()
-        scored = score_tails(reply.model, rows, last, pad_id=pad, on_batch=bar.update)
+        scored = engine_score_tails(reply.engine, rows, last, pad_id=pad, on_batch=bar.update)
     base_batch, it = scored[0], iter(scored[1:])
     for part, variant in zip(parts, variants):
         if variant is not None:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from ..exceptions import KanibookError
-from .conversation import Reply, plain_text_ids, resolve
+from .conversation import Reply, plain_text_ids, resolve, text_ids
 from .progress import steps
 
 __all__ = ["Variant", "WhatIf", "template_what_if"]
@@ -99,7 +99,7 @@ def template_what_if(target, index: int = -1, *, templates=(), greedy_tokens: in
     :param messages: The conversation, for an engine (or in place of a Kani's).
     :param progress: Show a progress bar when it takes more than a second.
     """
-    from ..scoring import score_tails
+    from ..scoring import engine_score_tails
 
     reply = resolve(target, index, messages)
     if isinstance(templates, str):
@@ -115,7 +115,7 @@ def template_what_if(target, index: int = -1, *, templates=(), greedy_tokens: in
     greedy_steps = len(distinct) if greedy_tokens > 0 else 0
     work = sum(len(p) + len(reply_ids) for p in distinct) + greedy_steps * greedy_tokens * 20  # a token ~ 20 positions
     with steps("template_what_if", len(distinct) + greedy_steps, progress, work) as bar:
-        scored = score_tails(reply.model, [list(p) + reply_ids for p in distinct], len(reply_ids),
+        scored = engine_score_tails(reply.engine, [list(p) + reply_ids for p in distinct], len(reply_ids),
                              pad_id=_pad(reply.engine), on_batch=bar.update)  # fmt: skip
         by_prefix = dict(zip(distinct, scored))
         said: dict[tuple, str] = {}
@@ -174,8 +174,7 @@ def _other_template(reply: Reply, name: str, template) -> Variant:
         return Variant(name, [], [], note=f"the template refuses this conversation: {_first_line(e)}")
     if not isinstance(rendered, str):
         return Variant(name, [], [], note="that prompt pipeline returns token ids of another tokenizer, not text")
-    ids = reply.engine.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    return Variant(name, list(ids), [])
+    return Variant(name, text_ids(reply.engine, rendered), [])
 
 
 def _first_line(error: Exception) -> str:
@@ -191,6 +190,9 @@ def _pad(engine) -> int:
 def _greedy(engine, prefix: list[int], n: int) -> str:
     from ..engine._model_thread import model_thread
 
+    own = getattr(engine, "greedy_text", None)  # llama.cpp: its own decoding
+    if callable(own):
+        return own(prefix, n)
     return model_thread().run(_generate, engine.model, engine.tokenizer, prefix, n)
 
 

@@ -167,6 +167,10 @@ def _engine_and_messages(target) -> tuple[Any, list | None]:
     if getattr(engine, "model", None) is None or getattr(engine, "tokenizer", None) is None:
         raise KanibookError(f"show_layers needs a loaded local model (kanibook.load(), a Kani on one, or the "
                             f"notebook's session), not {type(target).__name__}.")  # fmt: skip
+    if not hasattr(engine.model, "named_modules"):  # kanibook's llama.cpp engine
+        raise KanibookError("llama.cpp runs this GGUF natively and exposes no hidden states: for the logit lens, load "
+                            "the file on the transformers road (kanibook.load(path) without backend=, which "
+                            "dequantizes it) and pass that engine.")  # fmt: skip
     return engine, messages
 
 

@@ -227,3 +227,37 @@ def test_what_if_branches_continue_through_llama_cpp(llama_engine):
     assert branch.probs.tokens[0].token_id == branch.alternative.token_id
     assert session.history[-1] is not old and branch.message.text and first.text
     assert all(t.rank == 0 for t in branch.probs.tokens[1:])  # greedy from there on, from llama.cpp's logits
+
+
+NAMED = [ChatMessage.user("My cat is called Zorblax. Remember that."), ChatMessage.assistant("Sure."),
+         ChatMessage.user("The weather today is sunny."), ChatMessage.assistant("Nice."),
+         ChatMessage.user("What is my cat called?"), ChatMessage.assistant("Your cat is called Zorblax.")]  # fmt: skip
+
+
+def test_explain_reply_and_template_what_if_through_llama_cpps_logits(llama_engine, demo_engine):
+    """The same explanation on both roads: llama.cpp's ids and logits (the Q4_1 file) against transformers' (its
+    dequantized weights)."""
+    ours = kanibook.explain_reply(llama_engine, messages=NAMED, progress=False)
+    theirs = kanibook.explain_reply(demo_engine, messages=NAMED, progress=False)
+    assert ours.reply.view.token_ids == theirs.reply.view.token_ids
+    assert [p.label for p in ours.parts] == [p.label for p in theirs.parts]
+    drops = {p.label: p.drop for p in ours.parts if p.label != "template"}
+    assert max(drops, key=drops.get) == "#1 user" and drops["#1 user"] > 5.0  # the message that gave the name
+    assert ours.logprob == pytest.approx(theirs.logprob, abs=0.5 + 0.2 * abs(theirs.logprob))
+    assert 'class="kb-why"' in ours._repr_mimebundle_()["text/html"]
+
+    what_if = kanibook.template_what_if(llama_engine, messages=NAMED, greedy_tokens=4, progress=False)
+    real, bare = what_if.variant("real prompt"), what_if.variant("no chat template")
+    assert real.prefix == ours.reply.prefix and bare.prefix != real.prefix
+    assert real.logprob > bare.logprob  # the reply is the template's kind of reply
+    assert real.greedy.strip()  # llama.cpp's own greedy continuation
+    doubled = what_if.variant("doubled BOS")
+    assert doubled.note or doubled.prefix[:2] == [llama_engine.tokenizer.bos_token_id] * 2
+    view = kanibook.show_prompt(llama_engine, QUESTION)  # the context was reset: generation still works
+    assert view.total > 5
+
+
+def test_the_logit_lens_on_llama_cpp_says_why_in_one_line(llama_engine):
+    with pytest.raises(KanibookError, match="exposes no hidden states") as e:
+        kanibook.show_layers(llama_engine, "The capital of France is", progress=False)
+    assert "\n" not in str(e.value)
