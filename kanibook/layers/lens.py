@@ -3,9 +3,10 @@ every block (captured with hooks in one forward pass), and that stream read thro
 
 The residual stream is captured at the *input* of the first block (the embeddings, "layer 0") and at the output of
 every block, before the final norm, so the lens at the last layer is exactly the model's own logits. Architectures
-are recognised by where transformers keeps these parts (Llama, Qwen, Gemma, Mistral, Phi, GPT-2, GPT-NeoX families);
-another gets one :class:`LensNotFound` line naming the part that was not found. Gemma's final logit soft-capping and
-Granite's logit scaling are applied as the model applies them.
+are recognised by where transformers keeps these parts (Llama, Qwen, Gemma, Mistral, Phi, GPT-2, GPT-NeoX, OPT
+families); another gets one :class:`LensNotFound` line naming the part that was not found. What some models do between
+the last norm and the logits is applied as they apply it: OPT's ``project_out`` (and no final norm where OPT normalises
+after each block), Gemma's final logit soft-capping, Granite's logit divisor and Cohere's logit scale.
 
 Everything here runs on kanibook's model thread (the callers in :mod:`.show` and :mod:`.compare` submit it).
 """
@@ -27,6 +28,7 @@ _PLACES = (
     ("model.layers", "model.final_layernorm"),  # Phi-1/2
     ("transformer.h", "transformer.ln_f"),  # GPT-2, GPT-J
     ("gpt_neox.layers", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
+    ("model.decoder.layers", "model.decoder.final_layer_norm"),  # OPT
 )
 
 
@@ -36,13 +38,16 @@ class LensNotFound(KanibookError):
 
 @dataclass
 class LensParts:
-    """What the lens needs: the blocks (in order), the final norm, the output head and the head's extra steps."""
+    """What the lens needs: the blocks (in order), the final norm (None: the model has none), the output head and
+    the steps around the head (a projection before it; a soft cap, a divisor, a scale after it)."""
 
     layers: list
     norm: Any
     head: Any
     softcap: float | None = None
     logit_divisor: float | None = None
+    project: Any = None
+    logit_scale: float | None = None
 
 
 def _get(obj, path: str):
@@ -67,21 +72,27 @@ def find_parts(model) -> LensParts:
     kind = type(model).__name__
     found = decoder_layers(model)
     if found is None:
-        raise LensNotFound(f"The logit lens does not know {kind}: no decoder blocks at model.layers, transformer.h or "
-                           "gpt_neox.layers (it reads Llama, Qwen, Gemma, Mistral, Phi and GPT-2 families).")  # fmt: skip
+        raise LensNotFound(f"The logit lens does not know {kind}: no decoder blocks at model.layers, transformer.h, "
+                           "gpt_neox.layers or model.decoder.layers (it reads Llama, Qwen, Gemma, Mistral, Phi, GPT-2, "
+                           "GPT-NeoX and OPT families).")  # fmt: skip
     layers_path, layers = found
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     norm = next((n for lp, np in _PLACES if lp == layers_path and (n := _get(model, np)) is not None), None)
-    if norm is None:
+    post_norm = getattr(config, "model_type", "") == "opt" and not getattr(config, "do_layer_norm_before", True)
+    if norm is None and not post_norm:  # (OPT-350m normalises after each block and has no final norm)
         raise LensNotFound(f"The logit lens found {kind}'s blocks at {layers_path} but not its final norm (looked for "
-                           "model.norm, model.final_layernorm, transformer.ln_f, gpt_neox.final_layer_norm).")  # fmt: skip
+                           "model.norm, model.final_layernorm, transformer.ln_f, gpt_neox.final_layer_norm, "
+                           "model.decoder.final_layer_norm).")  # fmt: skip
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         raise LensNotFound(f"The logit lens found {kind}'s blocks and final norm but not its output head "
                            "(get_output_embeddings() returned nothing).")  # fmt: skip
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     softcap = getattr(config, "final_logit_softcapping", None)
     divisor = getattr(config, "logits_scaling", None)
-    return LensParts(layers, norm, head, float(softcap) if softcap else None, float(divisor) if divisor else None)
+    scale = getattr(config, "logit_scale", None) if getattr(config, "model_type", "").startswith("cohere") else None
+    project = _get(model, layers_path.rsplit(".", 1)[0] + ".project_out")  # OPT's projection to the embeddings' width
+    return LensParts(layers, norm, head, float(softcap) if softcap else None, float(divisor) if divisor else None,
+                     project, float(scale) if scale else None)  # fmt: skip
 
 
 def stream_hooks(parts: LensParts, stream: list, inputs_hooks: list | None = None) -> list:
@@ -135,16 +146,20 @@ def lens_logits(parts: LensParts, hidden):
     """The output head applied to the final norm of ``hidden`` (``[positions, hidden]``): fp32 logits on the CPU."""
     import torch
 
-    weight = next((p for p in parts.norm.parameters()), None)
+    weight = next((p for p in parts.norm.parameters()), None) if parts.norm is not None else None
     if weight is None:
         weight = next(parts.head.parameters())
     with torch.inference_mode():
         h = hidden.to(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else hidden.dtype)
-        normed = parts.norm(h)
+        normed = parts.norm(h) if parts.norm is not None else h
+        if parts.project is not None:
+            normed = parts.project(normed)
         head_w = next(parts.head.parameters())
         if head_w.is_floating_point():
             normed = normed.to(head_w.dtype)
         logits = parts.head(normed).float()
+        if parts.logit_scale:
+            logits = logits * parts.logit_scale
         if parts.logit_divisor:
             logits = logits / parts.logit_divisor
         if parts.softcap:

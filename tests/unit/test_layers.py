@@ -93,25 +93,62 @@ def test_show_layers_with_messages_uses_the_templated_prompt(demo_engine):
     assert from_kani.tokens == view.tokens
 
 
-def test_another_architecture_and_an_unknown_one(tmp_path):
-    """A tiny GPT-2 (transformer.h, ln_f) gets its lens; an OPT (model.decoder.*) gets one line naming the part."""
+def test_other_architectures_and_an_unknown_one():
+    """The lens at the last layer is the model's own logits on GPT-2 (transformer.h, ln_f), OPT in both layouts (a
+    final norm and a project_out; OPT-350m's norm after each block and none at the end) and Cohere (a logit scale);
+    an RWKV (no attention blocks where transformers keeps them) gets one line naming the part."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+    from transformers import (CohereConfig, CohereForCausalLM, GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM,
+                              RwkvConfig, RwkvForCausalLM)  # fmt: skip
 
     from kanibook.layers.lens import LensNotFound, capture, find_parts, lens_logits
 
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2)).eval()
-    parts = find_parts(gpt2)
-    stream, logits = _run(capture, gpt2, parts, list(range(10)))
-    assert len(stream) == 3
-    torch.testing.assert_close(_run(lens_logits, parts, stream[-1]), logits, atol=1e-5, rtol=1e-5)
-    opt = OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                   num_attention_heads=2, max_position_embeddings=32, word_embed_proj_dim=16))
+    opt = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 2, "ffn_dim": 32, "num_attention_heads": 2,
+           "max_position_embeddings": 32}  # fmt: skip
+    models = [
+        GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2)),
+        OPTForCausalLM(OPTConfig(**opt, word_embed_proj_dim=8)),
+        OPTForCausalLM(OPTConfig(**opt, word_embed_proj_dim=8, do_layer_norm_before=False)),
+        CohereForCausalLM(CohereConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=1, logit_scale=0.0625,
+                                       bos_token_id=1, eos_token_id=2, pad_token_id=0)),  # fmt: skip
+    ]
+    for model in models:
+        parts = find_parts(model.eval())
+        stream, logits = _run(capture, model, parts, list(range(3, 13)))
+        assert len(stream) == 3, type(model).__name__
+        torch.testing.assert_close(_run(lens_logits, parts, stream[-1]), logits, atol=1e-5, rtol=1e-5)
+    rwkv = RwkvForCausalLM(RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+                                      intermediate_size=32, context_length=32))  # fmt: skip
     with pytest.raises(LensNotFound) as caught:
-        find_parts(opt)
+        find_parts(rwkv)
     message = str(caught.value)
-    assert "OPTForCausalLM" in message and "\n" not in message and isinstance(caught.value, KanibookError)
+    assert "RwkvForCausalLM" in message and "\n" not in message and isinstance(caught.value, KanibookError)
+
+
+def test_the_lab_looks_inside_an_opt_model(tmp_path):
+    """OPT, the model family LLM.int8 was measured on: the lab's layers pass runs on its own layout (fc1/fc2, a
+    project_out), a setting against itself is zero and int8 is not."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    import kanibook
+    from tests.unit.conftest import LLAMA2_TEMPLATE, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(["<unk>", "<s>", "</s>"], LLAMA2_TEMPLATE, bos="<s>", eos="</s>")
+    torch.manual_seed(0)
+    OPTForCausalLM(OPTConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, ffn_dim=128,
+                             num_attention_heads=2, max_position_embeddings=256, word_embed_proj_dim=32,
+                             bos_token_id=1, eos_token_id=2, pad_token_id=2)).save_pretrained(tmp_path)  # fmt: skip
+    tokenizer.save_pretrained(tmp_path)
+    report = kanibook.compare_quantization(tmp_path, ["fp32", ("fp32 again", "fp32"), "int8"], prompts=["Hi"],
+                                           max_new_tokens=2, reference_text=TEXT, progress=False, layers=True)  # fmt: skip
+    settings = report.layers["settings"]
+    assert not any("unavailable" in entry for entry in settings.values()), settings
+    assert max(settings["fp32 again"]["kl_mean"]) < 1e-6 and settings["int8"]["rel_error_mean"][-1] > 0
+    assert set(settings["int8"]["weights"]["per_kind"]) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert report.show_layers("int8")._repr_mimebundle_()["text/html"].count("<img") == 3
 
 
 # ---- the lab, layer by layer ----------------------------------------------------------------------------------------
