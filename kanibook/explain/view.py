@@ -55,7 +55,7 @@ def _bars(explanation) -> str:
             f'<td style="padding:1px 8px;text-align:right;font-variant-numeric:tabular-nums">{_nats(p.drop)}</td>'
             f'<td style="padding:1px 8px;width:30%;min-width:80px">{bar}</td></tr>'
         )
-    head = "".join(f'<th style="padding:1px 8px;text-align:left;font-weight:600">{h}</th>'
+    head = "".join(f'<th style="padding:1px 8px;text-align:left;font-weight:600;white-space:nowrap">{h}</th>'
                    for h in ("part", "text", "tokens", "drop (nats)", ""))  # fmt: skip
     return (f'<table class="kb-why-bars" style="border-collapse:collapse;font-size:12px;margin:4px 0">'
             f"<tr>{head}</tr>{''.join(rows)}</table>")  # fmt: skip

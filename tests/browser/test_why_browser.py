@@ -1,5 +1,5 @@
 """The chat panel's Why? in JupyterLab (headless Chromium): a click opens what the reply rests on right under the
-reply, with hostile message texts inert."""
+reply, with hostile message texts inert; on both roads (transformers, and the embedded GGUF run by llama.cpp)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ CELLS = [
     "import kanibook\nfrom kani import ChatMessage, Kani\n"
     "history = [ChatMessage.user('My cat is called Zorblax. ' + HOSTILE), ChatMessage.assistant('Noted.'),\n"
     "           ChatMessage.user('What is my cat called?'), ChatMessage.assistant('Your cat is called Zorblax.')]\n"
-    "panel = kanibook.chat(Kani(kanibook.load(), chat_history=history))\npanel",
+    "panel = kanibook.chat(Kani(kanibook.load(BACKEND), chat_history=history))\npanel",
 ]
 
 
-def test_why_opens_the_view_under_the_reply(jupyter_lab, open_notebook):
-    cells = [CELLS[0], f"HOSTILE = {HOSTILE!r}\n" + CELLS[1]]
+@pytest.mark.parametrize("backend", ["transformers", "llama.cpp"])
+def test_why_opens_the_view_under_the_reply(jupyter_lab, open_notebook, backend):
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp", reason="needs llama-cpp-python")
+    load = "" if backend == "transformers" else "backend='llama.cpp'"
+    cells = [CELLS[0], f"HOSTILE = {HOSTILE!r}\n" + CELLS[1].replace("BACKEND", load)]
     notebook = open_notebook(jupyter_lab, cells)
     page = notebook.page
     notebook.run_all()
@@ -34,6 +38,7 @@ def test_why_opens_the_view_under_the_reply(jupyter_lab, open_notebook):
     assert reply.locator(".kb-why-view").count() == 1
     assert view.locator(".kb-why-part").count() == 4  # #1 user, #2 assistant, #3 user, template
     assert view.locator(".kb-why-tok").count() >= 5
+    notebook.screenshot(f"why-panel-{backend.replace('.', '')}.png", ".kb-chat-panel")
     title = view.locator(".kb-why-tok").nth(4).get_attribute("title")
     assert "drop without each part" in title and "#1 user" in title
     # hostile texts: shown as text, never as elements
