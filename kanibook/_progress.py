@@ -88,7 +88,7 @@ class ProgressBar:
         """The text form: while running, where the work is; once closed, how it ended (no percentage left behind)."""
         seconds = time.perf_counter() - self._started
         elapsed = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
-        done = f"{self.n}/{self.total}" + (f" {self.unit}s" if self.unit else "")
+        done = f"{self.n}/{self.total}" + (f" {_plural(self.unit)}" if self.unit else "")
         if not final:
             doing = f"{self.desc}, " if self.desc != self.title else ""
             return f"{self.title}: {doing}{done} ({elapsed} s)"
@@ -111,6 +111,11 @@ class ProgressBar:
         bar = f'<progress value="{self.n}" max="{max(self.total, 1)}" style="width:12em;vertical-align:middle">' \
               "</progress>"  # fmt: skip
         return {"text/plain": text, "text/html": f'<div class="kb-progress">{bar} {safe.text(text)}</div>'}
+
+
+def _plural(unit: str) -> str:
+    """``"layer"`` -> ``"layers"``, ``"pass"`` -> ``"passes"``."""
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
 
 
 @contextlib.contextmanager

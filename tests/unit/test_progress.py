@@ -21,6 +21,9 @@ def test_the_text_form_says_how_the_work_ended_without_a_percentage():
     bar.update(5)  # never past the total
     assert bar.n == 3 and re.fullmatch(r"lab: 3/3 steps, done in \d+\.\d s", bar.text(final=True))
     assert "%" not in bar.text() + bar.text(final=True)
+    passes = ProgressBar(2, "explain_reply", unit="pass", enabled=False)
+    passes.update(2)
+    assert "2/2 passes, done" in passes.text(final=True)  # not "passs"
 
 
 def test_the_tqdm_stand_in_iterates_everything_and_counts_it():
