@@ -21,6 +21,7 @@ TEMPLATE_COLOUR = "#888888"
 _BOX = ("font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.6;max-width:100%;"
         "overflow-wrap:anywhere")  # fmt: skip
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px"
+_NUM = "padding:1px 8px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"
 _TOKEN = f"{_MONO};white-space:pre-wrap;border-radius:3px;padding:0 1px;margin:0 1px 0 0;line-height:1.9;cursor:help"
 
 
@@ -48,14 +49,15 @@ def _bars(explanation) -> str:
                    f'border:{border};vertical-align:middle;border-radius:2px"></span>')  # fmt: skip
         preview = p.preview if len(p.preview) <= 60 else p.preview[:59] + "\u2026"
         rows.append(
-            f'<tr class="kb-why-part"><td style="padding:1px 8px;white-space:nowrap;border-left:4px solid {colour}">'
+            f'<tr class="kb-why-part"><td style="padding:1px 8px;text-align:left;white-space:nowrap;'
+            f'border-left:4px solid {colour}">'
             f"<b>{safe.text(p.label)}</b></td>"
-            f'<td style="padding:1px 8px;opacity:.8;{_MONO}">{safe.text(preview)}</td>'
-            f'<td style="padding:1px 8px;text-align:right;font-variant-numeric:tabular-nums">{p.tokens}</td>'
-            f'<td style="padding:1px 8px;text-align:right;font-variant-numeric:tabular-nums">{_nats(p.drop)}</td>'
-            f'<td style="padding:1px 8px;width:30%;min-width:80px">{bar}</td></tr>'
+            f'<td style="padding:1px 8px;text-align:left;opacity:.8;min-width:7em;overflow-wrap:break-word;{_MONO}">'
+            f"{safe.text(preview)}</td>"
+            f'<td style="{_NUM}">{p.tokens}</td><td style="{_NUM}">{_nats(p.drop)}</td>'
+            f'<td style="padding:1px 8px;width:25%;min-width:40px">{bar}</td></tr>'
         )
-    head = "".join(f'<th style="padding:1px 8px;text-align:left;font-weight:600;white-space:nowrap">{h}</th>'
+    head = "".join(f'<th style="padding:1px 8px;text-align:left;font-weight:600;overflow-wrap:normal">{h}</th>'
                    for h in ("part", "text", "tokens", "drop (nats)", ""))  # fmt: skip
     return (f'<table class="kb-why-bars" style="border-collapse:collapse;font-size:12px;margin:4px 0">'
             f"<tr>{head}</tr>{''.join(rows)}</table>")  # fmt: skip

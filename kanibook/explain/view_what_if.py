@@ -16,7 +16,8 @@ __all__ = ["what_if_html", "what_if_text", "diff_hunks"]
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px"
 _TOK = f"{_MONO};white-space:pre-wrap;border:1px solid #8886;border-radius:3px;padding:0 1px;margin:0 1px 0 0"
 _CELL = "padding:2px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #8883"
-_NUM = f"{_CELL};text-align:right;font-variant-numeric:tabular-nums"
+_NUM = f"{_CELL};text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"
+_WORDS = f"{_CELL};overflow-wrap:normal"  # headers and names wrap between words only
 _KEEP = 3
 
 
@@ -59,7 +60,7 @@ def what_if_html(what_if) -> str:
     rows = []
     for v in what_if.variants:
         if v.note:
-            rows.append(f'<tr class="kb-whatif-row"><td style="{_CELL}"><b>{safe.text(v.name)}</b></td>'
+            rows.append(f'<tr class="kb-whatif-row"><td style="{_WORDS}"><b>{safe.text(v.name)}</b></td>'
                         f'<td style="{_CELL};opacity:.8" colspan="4">{safe.text(v.note)}</td></tr>')  # fmt: skip
             continue
         ids = what_if.ids(v.name)
@@ -74,12 +75,12 @@ def what_if_html(what_if) -> str:
                     f"{_diff_html(tok, real_ids, ids) if changed else ''}</div></details>")  # fmt: skip
         greedy = (f'<span style="{_MONO};white-space:pre-wrap">{safe.visible(v.greedy)}</span>' if v.greedy else "")
         rows.append(
-            f'<tr class="kb-whatif-row"><td style="{_CELL}"><b>{safe.text(v.name)}</b>{diff}</td>'
+            f'<tr class="kb-whatif-row"><td style="{_WORDS}"><b>{safe.text(v.name)}</b>{diff}</td>'
             f'<td style="{_NUM}">{_fmt(v.logprob, ".2f")}</td><td style="{_NUM}">{_fmt(v.perplexity, ".2f")}</td>'
             f'<td style="{_NUM}">{change}</td><td style="{_CELL}">{greedy}</td></tr>'
         )
     names = ("prompt", "log p of the reply", "perplexity", "vs real", "greedy reply starts")
-    head = "".join(f'<th style="{_CELL};font-weight:600">{h}</th>' for h in names)
+    head = "".join(f'<th style="{_WORDS};font-weight:600">{h}</th>' for h in names)
     n = len(what_if.reply.reply_ids)
     return (
         '<div class="kb-whatif" style="font-family:system-ui,-apple-system,\'Segoe UI\',sans-serif;font-size:13px;'
