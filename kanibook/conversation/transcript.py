@@ -22,6 +22,7 @@ from typing import Any
 from .._files import find_lone_surrogate, write_text_atomic
 from ..exceptions import UnsavableTextError
 from ..render import safe
+from ..render.chat import pretty_arguments
 
 __all__ = [
     "branches_of",
@@ -165,15 +166,6 @@ def _fence(body: str, info: str = "") -> str:
     return f"{fence}{info}\n{safe.clean_chars(body)}\n{fence}"
 
 
-def _pretty_json(arguments: str) -> str:
-    import json
-
-    try:
-        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(arguments)
-
-
 def _message_markdown(message) -> str:
     role = message.role.value
     title = {"user": "You", "assistant": "Assistant", "system": "System", "function": "Function"}.get(role, role)
@@ -186,7 +178,7 @@ def _message_markdown(message) -> str:
             blocks.append(safe.markdown_inert(text))
         for call in message.tool_calls or ():
             blocks.append(f"**Function call** {safe.markdown_literal(call.function.name)}")
-            blocks.append(_fence(_pretty_json(call.function.arguments), "json"))
+            blocks.append(_fence(pretty_arguments(call.function.arguments), "json"))
         if is_stopped(message):
             blocks.append("*(stopped)*")
         for b in branches_of(message):

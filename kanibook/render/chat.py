@@ -21,6 +21,7 @@ __all__ = [
     "final_body",
     "format_bytes",
     "literal_body",
+    "pretty_arguments",
     "role_label",
     "snapshot",
     "status_line",
@@ -99,7 +100,8 @@ def literal_body(text: str | None) -> str:
     return f'<div class="kb-literal">{safe.text(text or "")}</div>'
 
 
-def _pretty_arguments(arguments: str) -> str:
+def pretty_arguments(arguments: str) -> str:
+    """A tool call's JSON arguments indented for reading (as they came, when they are not JSON)."""
     try:
         return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
     except (TypeError, ValueError):
@@ -118,7 +120,7 @@ def tool_call_card(name: str, arguments: str, call_id: str | None = None, *, ope
     return (
         f'<details class="kb-fn-card kb-fn-call"{" open" if open else ""}>'
         f"<summary{title}>call <code>{safe.text(name)}</code></summary>"
-        f"<pre>{safe.text(_pretty_arguments(arguments))}</pre></details>"
+        f"<pre>{safe.text(pretty_arguments(arguments))}</pre></details>"
     )
 
 
