@@ -73,12 +73,21 @@ def resolve(target, index: int = -1, messages=None) -> Reply:
     """
     engine, conversation, functions = _conversation(target, messages)
     _check_engine(engine)
+    from ..engine._template import has_chat_template
+
+    if not has_chat_template(engine):
+        raise KanibookError(
+            "This model has no chat template (a base model?): explain_reply and template_what_if take a chat reply "
+            "apart by its messages; load it with chat_template=... to explain one, or score plain text with "
+            "kanibook.score_text."
+        )
     replies = [i for i, m in enumerate(conversation) if m.role.value == "assistant" and isinstance(m.content, str)
                and m.content.strip()]  # fmt: skip
     if not replies:
         raise KanibookError("There is no reply to explain yet: chat first (%%chat, the panel, or kani's chat_round).")
     if not -len(replies) <= index < len(replies):
-        raise KanibookError(f"index={index} is out of range: this conversation has {len(replies)} replies "
+        raise KanibookError(f"index={index} is out of range: this conversation has {len(replies)} "
+                            f"repl{'y' if len(replies) == 1 else 'ies'} "
                             f"(use 0..{len(replies) - 1}, or -1 for the last).")  # fmt: skip
     at = replies[index]
     context, message = list(conversation[:at]), conversation[at]

@@ -224,3 +224,15 @@ def test_the_panel_refuses_chat_in_its_status_line(base_engine, run_async):
         panel.close()
     assert history == [] and "no chat template" in status and "\n" not in status
     assert kept == "Hello there"  # the text stays in the box
+
+
+def test_explaining_a_reply_of_a_base_model_says_why_in_one_line(base_engine):
+    from kani import ChatMessage
+
+    from kanibook.exceptions import KanibookError
+
+    conversation = [ChatMessage.user("My cat is Zorblax."), ChatMessage.assistant("Zorblax, noted.")]
+    for explain in (kanibook.explain_reply, kanibook.template_what_if):
+        with pytest.raises(KanibookError, match="no chat template") as e:
+            explain(base_engine, messages=conversation, progress=False)
+        assert "chat_template=" in str(e.value) and "\n" not in str(e.value)
