@@ -6,6 +6,8 @@
    times it.
 2. By token: ``explain_reply(..., detail=0)`` (the document, about 100 tokens) within its budget of forward passes:
    passes used (target: <= budget) and its time against the same scoring (target: at most messages + 2 + passes).
+3. The llama.cpp road (where llama-cpp-python is installed): (1) on the embedded model's own Q4_1 GGUF run by
+   llama.cpp, against ``score_text`` through llama.cpp (the variants are scored one at a time there). Same target.
 
 Usage: python bench/bench_explain.py [--repeats 3] [--budget 64] [--quick]
 """
@@ -74,6 +76,21 @@ def main() -> None:
            higher_is_better=False)
     figure(f"explain_reply with token detail, budget {args.budget} (s)", min(detailing), one, unit="s",
            baseline_name="score_text of the same conversation", target=n + 2 + passes, higher_is_better=False)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("llama.cpp road: skipped (pip install 'kanibook[llamacpp]')")
+        return
+    del engine
+    engine = kanibook.load(backend="llama.cpp")
+    kanibook.score_text(engine, messages)  # warm-up
+    scoring, explaining = [], []
+    for _ in range(args.repeats):
+        scoring.append(timed(lambda: kanibook.score_text(engine, messages)))
+        explaining.append(timed(lambda: kanibook.explain_reply(engine, messages=messages, progress=False)))
+    print(f"llama.cpp: score_text {min(scoring) * 1e3:.0f} ms; explain_reply {min(explaining) * 1e3:.0f} ms")
+    figure(f"explain_reply on llama.cpp, {n}-message conversation (s)", min(explaining), min(scoring), unit="s",
+           baseline_name="score_text through llama.cpp", target=n + 2, higher_is_better=False)
 
 
 if __name__ == "__main__":
